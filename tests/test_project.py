@@ -1,0 +1,43 @@
+"Project-level checks: README agrees with index.ipynb and .ci/run, one _quarto.yml drives the docs."
+import re, configparser
+from pathlib import Path
+from readme_tool import render_readme, ROOT
+
+
+def readme_commands():
+    text = (ROOT / 'README.md').read_text()
+    blocks = re.findall(r'```sh\n(.*?)\n```', text, flags=re.S)
+    return text, blocks
+
+
+def test_readme_is_generated_from_index():
+    assert (ROOT / 'README.md').read_text() == render_readme(), 'README.md is stale: run `python tests/readme_tool.py`'
+
+
+def test_readme_has_install_and_test_commands_that_ci_runs():
+    _, blocks = readme_commands()
+    install, test = blocks[0].strip(), blocks[1].strip()
+    assert install == 'pip install -e ".[dev]"'
+    ci = (ROOT / '.ci' / 'run').read_text().splitlines()
+    # .ci/run runs exactly the README's two commands
+    assert ci[ci.index('# README install command:') + 1].strip() == install
+    assert ci[ci.index('# README test command:') + 1].strip() == test
+
+
+def test_single_quarto_config_at_top_level():
+    cfg = configparser.ConfigParser(); cfg.read(ROOT / 'settings.ini')
+    d = cfg['DEFAULT']
+    assert d['nbs_path'] == 'nbs' and d.getboolean('custom_quarto_yml')
+    link = ROOT / 'nbs' / '_quarto.yml'
+    assert link.is_symlink() and link.resolve() == (ROOT / '_quarto.yml').resolve()
+
+
+def test_nbdev_keeps_our_quarto_config(tmp_path, monkeypatch):
+    "nbdev's own config refresh (run by nbdev_docs/nbdev_preview) must not overwrite the top-level file."
+    from nbdev.quarto import refresh_quarto_yml
+    before = (ROOT / '_quarto.yml').read_text()
+    monkeypatch.chdir(ROOT)
+    refresh_quarto_yml()
+    assert (ROOT / '_quarto.yml').read_text() == before
+    assert (ROOT / 'nbs' / '_quarto.yml').is_symlink()
+    assert 'multistage_nbdev' in (ROOT / 'nbs' / 'nbdev.yml').read_text()

@@ -27,7 +27,7 @@ def test_readme_has_install_and_test_commands_that_ci_runs():
 def test_single_quarto_config_at_top_level():
     cfg = configparser.ConfigParser(); cfg.read(ROOT / 'settings.ini')
     d = cfg['DEFAULT']
-    assert d['nbs_path'] == 'nbs' and d.getboolean('custom_quarto_yml')
+    assert d['nbs_path'] == 'nbs'
     link = ROOT / 'nbs' / '_quarto.yml'
     assert link.is_symlink() and link.resolve() == (ROOT / '_quarto.yml').resolve()
 

@@ -1,0 +1,88 @@
+"On-disk datasets through `get_dataset`: tiny files in the official formats, read by torchvision's real classes."
+import urllib.error
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+import torchvision.datasets as tvd
+from torch.utils.data import DataLoader
+from multistage_nbdev.data import get_dataset, as_tensor
+from multistage_nbdev.testing import write_mnist_files, write_cifar10_files, write_image_folder, UncheckedCIFAR10
+
+
+def pixels(*shape, seed=0):
+    return torch.randint(0, 256, shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.fixture
+def cifar_root(tmp_path, monkeypatch):
+    "Ten training and two test images in CIFAR-10's pickle layout; `get_dataset` reads them through a CIFAR10 without MD5 checks."
+    train, test = pixels(10, 32, 32, 3), pixels(2, 32, 32, 3, seed=1)
+    write_cifar10_files(tmp_path, (train, torch.arange(10)), (test, torch.tensor([4, 2])))
+    monkeypatch.setattr(tvd, 'CIFAR10', UncheckedCIFAR10)
+    return tmp_path, train, test
+
+
+def test_cifar10_through_get_dataset(cifar_root):
+    root, train, test = cifar_root
+    ds = get_dataset('cifar10', root=root, value_range=(0, 1))
+    assert (len(ds), ds.shape, ds.labels.tolist()) == (10, (3, 32, 32), list(range(10)))
+    torch.testing.assert_close(as_tensor(ds), train.permute(0, 3, 1, 2).float() / 255)
+    te = get_dataset('cifar10', root=root, split='test', size=16, channels=1)
+    assert (te.shape, te.labels.tolist(), te.classes[4]) == ((1, 16, 16), [4, 2], 'deer')
+    # reference computed by PIL: 'L' conversion (ITU-R 601 luma) and antialiased bilinear resize, both rounded to uint8
+    ref = torch.stack([torch.from_numpy(np.array(Image.fromarray(im.numpy()).convert('L').resize((16, 16), Image.BILINEAR)))
+                       for im in test])[:, None].float() / 255 * 2 - 1
+    torch.testing.assert_close(as_tensor(te), ref, atol=3 / 255, rtol=0)
+
+
+def test_fashionmnist_and_download_flag_with_files_present(tmp_path):
+    train, test = pixels(4, 28, 28), pixels(3, 28, 28, seed=1)
+    write_mnist_files(tmp_path, (train, torch.tensor([0, 1, 2, 9])), (test, torch.tensor([5, 5, 0])), folder='FashionMNIST')
+    ds = get_dataset('FashionMNIST', root=tmp_path, download=True)  # files present: torchvision does not touch the network
+    assert ds.classes[9] == 'Ankle boot' and ds.labels.tolist() == [0, 1, 2, 9]
+    torch.testing.assert_close(as_tensor(ds), train[:, None].float() / 255 * 2 - 1)
+    with pytest.raises(FileNotFoundError, match='MNIST/raw/t10k-labels-idx1-ubyte'):
+        get_dataset('mnist', root=tmp_path)
+
+
+def test_failed_download_says_what_to_do(tmp_path, monkeypatch):
+    def offline(self): raise urllib.error.URLError('Name or service not known')
+    monkeypatch.setattr(tvd.CIFAR10, 'download', offline)
+    with pytest.raises(RuntimeError, match='could not download cifar10 into') as e:
+        get_dataset('cifar10', root=tmp_path, download=True)
+    assert 'cifar-10-batches-py/data_batch_1' in str(e.value) and 'needs network access' in str(e.value)
+
+
+def test_download_flag_reaches_torchvision(tmp_path, monkeypatch):
+    "With download=True and no files, torchvision's own `download` runs; here it 'downloads' by writing the files."
+    calls = []
+    def fake_download(self):
+        calls.append(self.root)
+        write_mnist_files(self.root, (pixels(2, 28, 28), torch.tensor([1, 2])), (pixels(1, 28, 28), torch.tensor([3])))
+    monkeypatch.setattr(tvd.MNIST, 'download', fake_download)
+    ds = get_dataset('mnist', root=tmp_path, split='test', download=True)
+    assert len(calls) == 1 and ds.labels.tolist() == [3]
+
+
+def test_image_folder_modes_and_worker_processes(tmp_path):
+    rgb = [np.asarray(pixels(5, 5, 3, seed=i)) for i in range(3)]
+    grey = [np.asarray(pixels(5, 5, seed=9))]
+    write_image_folder(tmp_path / 'train', rgb + grey, [0, 1, 0, 1], ['a', 'b'])
+    write_image_folder(tmp_path / 'test', grey * 2, [0, 0], ['a'])
+    ds = get_dataset('imagefolder', root=tmp_path, split='train')
+    assert ds.shape == (3, 5, 5)  # one RGB file makes the dataset RGB; the grey one is repeated over channels
+    assert get_dataset('imagefolder', root=tmp_path, split='test').shape == (1, 5, 5)
+    x = as_tensor(ds)
+    batches = list(DataLoader(ds, batch_size=2, num_workers=2))  # items are picklable and load in worker processes
+    torch.testing.assert_close(torch.cat([b[0] for b in batches]), x)
+    assert torch.cat([b[1] for b in batches]).tolist() == [0, 0, 1, 1]
+    g = torch.from_numpy(grey[0]).float() / 255 * 2 - 1
+    torch.testing.assert_close(x[3], g.expand(3, 5, 5))  # class 'b' files: 00001 (RGB), 00003 (grey)
+
+
+def test_bundled_dataset_in_worker_processes():
+    ds = get_dataset('digits', split='test', size=4)
+    xs, ys = zip(*DataLoader(ds, batch_size=128, num_workers=2))
+    torch.testing.assert_close(torch.cat(xs), as_tensor(ds))
+    assert torch.equal(torch.cat(ys), ds.labels)

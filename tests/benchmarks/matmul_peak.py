@@ -14,7 +14,7 @@ Other benchmarks import the measurement:
 
     sys.path.insert(0, str(Path(__file__).parent)); from matmul_peak import matmul_gflops
 """
-import argparse, time
+import argparse, os, time
 import torch
 
 
@@ -48,7 +48,8 @@ def main(argv=None):
     a = p.parse_args(argv)
     dtype = getattr(torch, a.dtype)
     threads = torch.get_num_threads()
-    print(f'torch {torch.__version__}, device {a.device}, {threads} CPU threads, n={a.n}, {a.dtype}, best of {a.repeats}')
+    load = ', '.join(f'{v:.1f}' for v in os.getloadavg())  # other processes on a shared machine lower the result
+    print(f'torch {torch.__version__}, device {a.device}, {threads} CPU threads, load average {load}, n={a.n}, {a.dtype}, best of {a.repeats}')
     gflops = matmul_gflops(a.n, dtype, a.device, a.repeats)
     print(f'ratio={gflops:.1f} GFLOP/s achieved {a.dtype} matmul (2*n^3 flops / best time; n={a.n}, {a.device}, {threads} threads)')
 

@@ -12,9 +12,12 @@ interleaved, best of `--repeats`, so that load from other processes hits both al
 (`resource.getrusage(...).ru_maxrss`, which includes the training set itself) and, on CUDA, the allocator's peak.
 """
 import argparse, resource, sys, time
+from pathlib import Path
 import torch
 from multistage_nbdev.optimal import optimal_eps
 from multistage_nbdev.schedules import VPSchedule
+sys.path.insert(0, str(Path(__file__).parent))
+from matmul_peak import matmul_gflops
 
 
 def peak_rss_gib() -> float:
@@ -41,7 +44,7 @@ def main(argv=None):
     dev = torch.device(a.device)
     g = torch.Generator(device=dev).manual_seed(a.seed)
     B, N, D = a.queries, a.n, a.shape[0] * a.shape[1] * a.shape[2]
-    data = torch.rand(N, *a.shape, generator=g, device=dev) * 2 - 1          # synthetic training set in [-1,1]
+    data = torch.rand(N, *a.shape, generator=g, device=dev).mul_(2).sub_(1)  # synthetic training set in [-1,1]
     x = torch.randn(B, *a.shape, generator=g, device=dev)
     t = torch.rand(B, generator=g, device=dev) * 0.98 + 0.02                  # a time per query
     sch = VPSchedule()
@@ -71,6 +74,7 @@ def main(argv=None):
     print(f'optimal_eps: {min(t_opt):.2f} s (runs: {", ".join(f"{v:.2f}" for v in t_opt)}), {gf_opt:.1f} GFLOP/s counting 4*B*N*D')
     print(f'matmul ({B},{D}) @ ({D},{N}): {min(t_mm):.2f} s (runs: {", ".join(f"{v:.2f}" for v in t_mm)}), {gf_mm:.1f} GFLOP/s')
     print(f'peak RSS: {rss_opt:.2f} GiB after optimal_eps, {rss:.2f} GiB overall (limit 4 GiB)')
+    print(f'context: square {2048}x{2048} float32 matmul peak {matmul_gflops(2048, device=dev, repeats=3):.1f} GFLOP/s')
     if dev.type == 'cuda': print(f'peak CUDA memory: {torch.cuda.max_memory_allocated(dev) / 2**30:.2f} GiB')
     if rss >= 4: print('WARNING: peak memory above 4 GiB', file=sys.stderr)
     print(f'ratio={gf_opt / gf_mm:.3f} optimal_eps/matmul GFLOP/s')

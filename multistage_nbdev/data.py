@@ -255,10 +255,12 @@ def get_dataset(name:str, # one of `DATASETS` (case-insensitive); 'mnist5k' and 
     return _on_disk(key, root, split, download, **prep)
 
 def dataset_tensor(name:str, # as in `get_dataset`
+                   labels:bool=False, # also return the labels
                    **kwargs, # the other arguments of `get_dataset`
-                  ) -> Tensor: # all images of the split, (N,C,H,W)
+                  ) -> Tensor|tuple[Tensor, Tensor]: # all images of the split (N,C,H,W), and with `labels` their classes (N,)
     "`as_tensor(get_dataset(name, ...))`: a whole split as one tensor, e.g. the optimal denoiser's training set."
-    return as_tensor(get_dataset(name, **kwargs))
+    ds = get_dataset(name, **kwargs)
+    return (as_tensor(ds), ds.labels) if labels else as_tensor(ds)
 
 # %% ../nbs/01_data.ipynb #d5de43e2
 def show_grid(images:Tensor, # (N,C,H,W) with C = 1 or 3

@@ -118,7 +118,7 @@ def _model_history(st, x, t_cur, kind):
     "Evaluate the model at (x, t_cur), store (lambda, eps or x0) in the history and return the newest entries."
     a, sd, lam = st.coefs(t_cur)
     e = st.eps(x, t_cur)
-    m = e if kind == 'eps' else _threshold((x - sd * e) / a, st.opts) 
+    m = e if kind == 'eps' else _threshold((x - sd * e) / a, st.opts)
     st.history = (st.history + [(lam, m)])[-3:]
     return a, sd, lam
 
@@ -352,7 +352,7 @@ class GaussianOracle:
     def __call__(self, x:Tensor, t:Tensor) -> Tensor:
         "eps*(x_t, t), (B,C,H,W)."
         s, sg = self._sc(t, x)
-        return sg * (x / s - self.mu) / (self.c**2 + sg**2)
+        return sg * (x / s - self.mu.to(x)) / (self.c.to(x)**2 + sg**2)
     def ode_solution(self, x:Tensor, t_a:float, t_b:float|None) -> Tensor:
         "Exact PF-ODE map of x at time t_a to time t_b (None: sigma=0, clean data)."
         f = lambda t: (float(self.schedule.s(t)), float(self.schedule.sigma(t))) if t is not None else (1., 0.)

@@ -275,8 +275,8 @@ def _stage_report(model, call_times, stage_gflops):
     intervals, gf = getattr(model, 'intervals', None), stage_gflops if stage_gflops is not None else getattr(model, 'stage_gflops', None)
     counts = None if intervals is None else torch.bincount(intervals.stage_of(call_times), minlength=intervals.n_stages).tolist()
     if gf is None: return counts, None
-    gf = [float(gf)] if isinstance(gf, (int, float)) else [float(v) for v in gf]
-    n = 1 if counts is None else len(counts)
+    if isinstance(gf, (int, float)): return counts, len(call_times) * float(gf)  # one cost for every call
+    gf, n = [float(v) for v in gf], 1 if counts is None else len(counts)
     if len(gf) != n: raise ValueError(f"`stage_gflops` must have one entry per stage ({n}), got {len(gf)}")
     return counts, sum(c * g for c, g in zip(counts or [len(call_times)], gf))
 
@@ -299,7 +299,7 @@ def sample(model:Callable, # denoiser `model(x_t, t) -> eps`, x_t (B,C,H,W), t (
            spacing:str|None=None, # one of `SPACINGS`; None: the solver's default
            rho:float=7., # exponent of the 'edm' spacing
            return_trajectory:bool=False, # keep x at every grid time
-           stage_gflops:float|Sequence|None=None, # GFLOPs per call of each stage (or one number); default `model.stage_gflops`
+           stage_gflops:float|Sequence|None=None, # GFLOPs per call of each stage (one number: of every call); default `model.stage_gflops`
            **opts, # solver options: eta (ddim); S_churn, S_tmin, S_tmax, S_noise (heun); thresholding, threshold_ratio, threshold_max (dpm-solver++2m)
           ) -> SampleResult:
     "Draw samples by solving the reverse diffusion from `t_start` to `t_end` with `solver` in exactly `nfe` model calls."

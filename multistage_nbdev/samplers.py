@@ -211,7 +211,6 @@ class Solver:
     spacing: str # default time spacing
     options: dict = field(default_factory=dict) # allowed options and their defaults
     final_euler: bool = False # end with one Euler call to sigma=0 (EDM)
-    stochastic: bool = False # uses the generator after the initial noise
 
 def _singlestep_plan(order):
     def plan(nfe):
@@ -237,7 +236,7 @@ SOLVERS = {
     'dpm-solver-3m': Solver(dpm_multistep_step, _multistep_plan(3), 'logsnr'),
     'dpm-solver++2m': Solver(dpmpp_multistep_step, _multistep_plan(2), 'logsnr', _thresh),
     'heun': Solver(heun_step, _heun_plan, 'edm', _churn, final_euler=True),
-    'euler-maruyama': Solver(euler_maruyama_step, _singlestep_plan(1), 'time', stochastic=True),
+    'euler-maruyama': Solver(euler_maruyama_step, _singlestep_plan(1), 'time'),
 }
 
 # %% ../nbs/09_samplers.ipynb #22abe9db

@@ -83,7 +83,8 @@ def _timed_main(o) -> None:
 
 def process_notebooks(workers: int = 2, force: bool = True, timeout: int = NB_TIMEOUT) -> tuple[Path, dict]:
     """Run nbdev's docs pre-processing into `_proc/` (what `nbdev_proc_nbs` does, without its Quarto install step).
-    Returns `_proc` and {source notebook: {'error', 'seconds', 'warnings'}} for every notebook processed this time."""
+    Returns `_proc` and {source notebook: {'error', 'seconds', 'warnings'}} for every notebook it saw at the start
+    (cached ones have `seconds` None)."""
     import os
     import nbdev.serve_drv
     from nbdev.config import get_config
@@ -92,6 +93,7 @@ def process_notebooks(workers: int = 2, force: bool = True, timeout: int = NB_TI
     from nbdev.serve import proc_nbs
     cfg = get_config(path=ROOT)
     nbs = cfg.nbs_path
+    seen = source_notebooks(nbs)               # notebooks others add while this runs are left for the next run
     refresh_quarto_yml()                       # writes nbs/nbdev.yml; keeps our nbs/_quarto.yml symlink
     _build_modidx()                            # the index `show_doc` and the doc links read
     nbdev_sidebar.__wrapped__(path=str(nbs))   # writes nbs/sidebar.yml (custom_sidebar = False)
@@ -113,14 +115,15 @@ def process_notebooks(workers: int = 2, force: bool = True, timeout: int = NB_TI
                 else: os.environ[k] = v
         results = {Path(r['src']).resolve(): r for r in (json.loads(f.read_text()) for f in Path(log).glob('*.json'))}
     report = {}
-    for s in source_notebooks(nbs):
+    for s in seen:
         r = results.get(s.resolve())
         dst = proc / s.relative_to(nbs)
         if r is None and not (dst.exists() and dst.stat().st_mtime >= s.stat().st_mtime):
-            r = {'error': f'not processed ({crash or "no output"})', 'seconds': None, 'warnings': []}
-        if r is not None:
-            if r['error'] and dst.exists() and dst.stat().st_mtime < start: dst.unlink()  # do not render a stale copy
-            report[s] = r
+            why = crash or ("nbdev's cache kept an older _proc copy; run without --cached" if dst.exists() else 'no output')
+            r = {'error': f'not processed ({why})', 'seconds': None, 'warnings': []}
+        r = r or {'error': '', 'seconds': None, 'warnings': []}
+        if r['error'] and dst.exists() and dst.stat().st_mtime < start: dst.unlink()  # do not render a stale copy
+        report[s] = r
     return proc, report
 
 
@@ -399,7 +402,7 @@ def build_site(proc: Path, out: Path, report: dict) -> tuple[list[Page], list[st
     site_title = website.get('title') or cfg.title
     order = _flatten((yaml.safe_load((proc / 'sidebar.yml').read_text()) or {}).get('website', {}).get('sidebar', {}).get('contents', [])) \
         if (proc / 'sidebar.yml').exists() else []
-    sources = source_notebooks(nbs)
+    sources = sorted(report)
     rel = [str(s.relative_to(nbs)) for s in sources]
     for r in rel:
         if r not in order: site_problems.append(f'{r} is not in the sidebar (_proc/sidebar.yml)')
@@ -416,9 +419,8 @@ def build_site(proc: Path, out: Path, report: dict) -> tuple[list[Page], list[st
         pg = Page(src=s, proc=p_path if s not in failures else None, name=name.replace('/', '_'), title=title,
                   description=desc, has_math=has_math(src_nb, desc), exported=exported_names(src_nb, cfg.lib_path))
         if s in failures: pg.problems.append(f'nbdev processing failed: {failures[s]}')
-        if s in report:
-            pg.seconds = report[s]['seconds']
-            pg.warnings += [_nbdev_warning(w) for w in dict.fromkeys(report[s]['warnings'])]
+        pg.seconds = report[s]['seconds']
+        pg.warnings += [_nbdev_warning(w) for w in dict.fromkeys(report[s]['warnings'])]
         if not title: pg.problems.append('no `# Title` markdown cell at the top of the notebook')
         elif fm and fm.get('title') != title: pg.problems.append(f'processed title {fm.get("title")!r} != notebook title {title!r}')
         if s.name != 'index.ipynb' and not desc: pg.problems.append('no `> description` line under the title')

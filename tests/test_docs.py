@@ -16,9 +16,10 @@ from docs_check import CHROMIUM, ROOT, Page, check_dom, _flatten, source_noteboo
 def docs_run(tmp_path_factory):
     "Run the docs check once (just nbdev's processing where there is no Chromium); return (process, output folder)."
     out = tmp_path_factory.mktemp('docs')
+    nbs = [str(p.relative_to(ROOT / 'nbs')) for p in source_notebooks(ROOT / 'nbs')]  # before others add more
     cmd = [sys.executable, str(ROOT / 'tests' / 'docs_check.py'), '--out', str(out)]
     if not CHROMIUM.exists(): cmd.append('--process-only')
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1200), out
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1200), out, nbs
 
 
 def test_processed_docs_use_top_level_quarto_yml(docs_run):
@@ -27,7 +28,7 @@ def test_processed_docs_use_top_level_quarto_yml(docs_run):
     assert (proc / '_quarto.yml').read_text() == (ROOT / '_quarto.yml').read_text(), \
         '_proc/_quarto.yml differs from the top-level _quarto.yml: is nbs/_quarto.yml still a link to it?'
     sidebar = _flatten(yaml.safe_load((proc / 'sidebar.yml').read_text())['website']['sidebar']['contents'])
-    nbs = [str(p.relative_to(ROOT / 'nbs')) for p in source_notebooks(ROOT / 'nbs')]
+    nbs = docs_run[2]
     assert nbs and set(nbs) <= set(sidebar), f'notebooks missing from the sidebar: {set(nbs) - set(sidebar)}'
     assert sidebar[0] == 'index.ipynb'
     assert 'metadata-files: [nbdev.yml, sidebar.yml]' in (proc / '_quarto.yml').read_text()
@@ -37,7 +38,7 @@ def test_processed_docs_use_top_level_quarto_yml(docs_run):
 @pytest.mark.skipif(not CHROMIUM.exists(), reason=f'{CHROMIUM} is not installed (Debian package `chromium`; .ci/run installs it)')
 def test_docs_site_in_browser(docs_run):
     "Every page loads, has its title, its figures and typeset equations, no traceback, and show_doc for each export."
-    r, out = docs_run
+    r, out, _ = docs_run
     assert r.returncode == 0, f'docs check failed (python tests/docs_check.py):\n{r.stdout[-8000:]}\n{r.stderr[-3000:]}'
     for png in ['home.png', 'schedules.png']:
         assert (out / png).stat().st_size > 10_000, f'{png} missing or blank'

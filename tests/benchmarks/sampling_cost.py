@@ -2,8 +2,8 @@
 
 Not collected by pytest (the file name does not start with `test_`). Run from the repository root:
 
-    python tests/benchmarks/sampling_cost.py                          # 'small' preset, DPM-Solver-3, 20 NFE, batch 32, CPU
-    python tests/benchmarks/sampling_cost.py --threads 1              # on a busy shared machine
+    python tests/benchmarks/sampling_cost.py                          # 'small' preset, DPM-Solver-3, 20 NFE, batch 32, CPU, 1 thread
+    python tests/benchmarks/sampling_cost.py --threads 0              # torch's default thread count
     python tests/benchmarks/sampling_cost.py --spacing time           # calls spread uniformly in t
     python tests/benchmarks/sampling_cost.py --preset cifar10 --batch 64 --device cuda
 
@@ -38,7 +38,8 @@ def main(argv=None):
     p.add_argument('--spacing', default=None, choices=list(SPACINGS), help="default: the preset's ('logsnr')")
     p.add_argument('--batch', type=int, default=32, help='images sampled per run')
     p.add_argument('--repeats', type=int, default=3, help='timed runs of each model (best is reported)')
-    p.add_argument('--threads', type=int, default=0, help='torch CPU threads (0: leave the default)')
+    p.add_argument('--threads', type=int, default=1, help="torch CPU threads; 0 leaves torch's default (on a busy shared "
+                   "machine thread synchronisation, not arithmetic, then sets the time of these small layers)")
     p.add_argument('--device', default='cpu')
     p.add_argument('--seed', type=int, default=0)
     a = p.parse_args(argv)

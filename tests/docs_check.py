@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = Path('/usr/bin/chromium')
+CHROMIUM = Path(shutil.which('chromium') or '/usr/bin/chromium')  # Debian's package
 CHROME_FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
                 '--disable-component-update', '--disable-sync', '--no-first-run', '--hide-scrollbars']
 SCREENSHOT_NB = '00_schedules.ipynb'  # the theory page whose screenshot goes next to the home page's
@@ -72,7 +72,8 @@ def _timed_main(o) -> None:
                            if '\n---\n' in str(w.message) else '') for w in ws]
     except BaseException as e:
         cause = e.__cause__
-        rec['error'] = (str(e).strip().splitlines() or [type(e).__name__])[0] + (
+        lines = str(e).strip().splitlines() or [type(e).__name__]
+        rec['error'] = lines[0] + (f' `{lines[1].strip()[:70]}`' if len(lines) > 1 else '') + (
             ' -> ' + ''.join(traceback.format_exception_only(type(cause), cause)).strip() if cause else '')
         os.environ.pop('IN_TEST', None)
     finally: signal.signal(signal.SIGALRM, old)

@@ -538,7 +538,8 @@ def check_dom(pg: Page, dom: str, all_ids: dict) -> None:
         if doc is None or doc.find_previous('h3') is not h: pg.problems.append(f'`{name}` has no docstring')
         lines = sig.strip().splitlines()
         params = [l.strip() for l in lines[1:] if l.strip() and not l.strip().startswith(')')]
-        undocumented = [l for l in params if '#' not in l and not l.startswith('*')]  # *args/**kwargs may stay bare
+        undocumented = [l for l in params if '#' not in l and not l.startswith('*')  # *args/**kwargs may stay bare
+                        and not re.match(r'\w+\s*:\s*Param\(', l)]  # fastcore's `Param('help', ...)` documents it
         if undocumented:
             msg = f'`{name}` parameters without docments comments: {"; ".join(undocumented)[:120]}'
             if kind == 'def' or kind == 'class': pg.problems.append(msg)
@@ -593,7 +594,7 @@ def run(out: Path, workers: int = 2, force: bool = True, timeout: int = NB_TIMEO
         secs = f'{p.seconds:.1f}' if p.seconds is not None else 'cached'
         log(f'{p.name:28} {p.src.name:30} {secs:>7} {n_img:>4}  {status}' + (f' ({len(p.warnings)} warnings)' if p.warnings else ''))
         for x in p.problems: log(f'    FAIL  {x}')
-        for x in p.warnings: log(f'    warn  {x}')
+        for x in dict.fromkeys(p.warnings): log(f'    warn  {x}')
     for x in site_problems: log(f'site FAIL  {x}')
     log(f'\nscreenshots: {", ".join(str(out / s) for s, _ in shots)}')
     log(f'{len(pages)} pages, {n_fail} failures, {sum(len(p.warnings) for p in pages)} warnings, {t3 - t0:.1f} s in all')

@@ -37,10 +37,14 @@ def atomic_write(path:str|Path, # destination file; its parent directory is crea
     return path
 
 # %% ../nbs/01b_persist.ipynb #18e48374
-def atomic_torch_save(obj:Any, path:str|Path) -> Path:
+def atomic_torch_save(obj:Any, # anything `torch.save` accepts (tensors, state dicts, ...)
+                      path:str|Path, # destination file; missing parent folders are created
+                     ) -> Path: # `path`
     "`torch.save` `obj` to `path` atomically."
     return atomic_write(path, lambda f: torch.save(obj, f))
 
-def atomic_json_dump(obj:Any, path:str|Path) -> Path:
+def atomic_json_dump(obj:Any, # JSON-serialisable data
+                     path:str|Path, # destination file; missing parent folders are created
+                    ) -> Path: # `path`
     "Write `obj` as indented JSON to `path` atomically."
     return atomic_write(path, json.dumps(obj, indent=2, sort_keys=False) + '\n')

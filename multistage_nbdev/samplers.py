@@ -257,7 +257,8 @@ class SampleResult:
         extra += f', gflops_per_image={self.gflops_per_image:.4g}' if self.gflops_per_image is not None else ''
         return f'SampleResult(solver={self.solver!r}, x={tuple(self.x.shape)}, nfe={self.nfe}, steps={len(self.orders)}{extra})'
 
-def default_t_end(schedule:Schedule) -> float:
+def default_t_end(schedule:Schedule, # the schedule sampling runs on
+                 ) -> float: # the time where sampling stops
     "The reference end time: 1e-3 (DPM-Solver, Score SDE) on VP schedules, sigma_min on `EDMSchedule`."
     return float(schedule.t_min) if isinstance(schedule, EDMSchedule) else max(1e-3, float(schedule.t_min))
 

@@ -42,6 +42,8 @@ class Schedule:
     "Base class of noise schedules in the Eq. 1 form `x_t = s(t) * (x0 + sigma(t) * eps)`."
     t_min: float = 0.
     t_max: float = 1.
+    def __init__(self):
+        "Abstract: a subclass defines `s`, `sigma`, `t_from_sigma` and `sde_coefs`; use `VPSchedule` or `EDMSchedule`."
     def s(self, t:float|Tensor) -> Tensor: raise NotImplementedError
     def sigma(self, t:float|Tensor) -> Tensor: raise NotImplementedError
     def t_from_sigma(self, sigma:float|Tensor) -> Tensor: raise NotImplementedError
@@ -120,7 +122,11 @@ class VPSchedule(Schedule):
 # %% ../nbs/00_schedules.ipynb #3144c009
 class EDMSchedule(Schedule):
     "EDM's schedule: s(t) = 1 and sigma(t) by rho-spacing between `sigma_min` (t=0) and `sigma_max` (t=1)."
-    def __init__(self, sigma_min:float=0.002, sigma_max:float=80., rho:float=7.):
+    def __init__(self,
+                 sigma_min:float=0.002, # noise level sigma(0) at t=0
+                 sigma_max:float=80., # noise level sigma(1) at t=1
+                 rho:float=7., # spacing exponent: larger puts more of [0,1] at small sigma
+                ):
         if not 0 < sigma_min < sigma_max: raise ValueError(f"need 0 < `sigma_min` < `sigma_max`, got {sigma_min}, {sigma_max}")
         if rho <= 0: raise ValueError(f"`rho` must be positive, got {rho}")
         self.sigma_min, self.sigma_max, self.rho = float(sigma_min), float(sigma_max), float(rho)

@@ -98,7 +98,10 @@ class TinyDenoiser(nn.Module):
         tmap = (t.expand(x.shape[0]) if t.dim() == 0 else t).view(-1, 1, 1, 1).expand(-1, 1, *x.shape[2:])
         return self.out(F.silu(self.inp(torch.cat([x, tmap], 1))))
 
-def tiny_denoiser(channels:int=1, hidden:int=8, seed:int=0) -> TinyDenoiser:
+def tiny_denoiser(channels:int=1, # image channels C
+                  hidden:int=8, # hidden channels
+                  seed:int=0, # seeds the generator that draws the initial weights
+                 ) -> TinyDenoiser:
     "A `TinyDenoiser` whose weights are fixed by `seed`."
     return TinyDenoiser(channels, hidden, generator=torch.Generator().manual_seed(seed))
 

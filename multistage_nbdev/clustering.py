@@ -46,23 +46,32 @@ class Intervals:
         e = self.edges
         return tuple(b - a for a, b in zip(e, e[1:]))
 
-    def stage_of(self, t:float|Tensor) -> Tensor:
+    def stage_of(self,
+                 t:float|Tensor, # time(s) in [0,1], scalar or any shape
+                ) -> Tensor: # stage index of each time, same shape as `t`
         "Stage index of each time: [0,t1) -> 0, [t1,t2) -> 1, ..., [t_last,1] -> N-1."
         t = as_time(t)
         return torch.bucketize(t, torch.tensor(self.boundaries, dtype=t.dtype, device=t.device), right=True)
 
-    def convert(self, src:Schedule, dst:Schedule) -> Intervals:
+    def convert(self,
+                src:Schedule, # the schedule whose time axis the boundaries are on
+                dst:Schedule, # the schedule to express them on
+               ) -> Intervals:
         "The same noise levels on another schedule's time axis (equal log-SNR, i.e. equal sigma)."
         b = dst.t_from_sigma(src.sigma(torch.tensor(self.boundaries, dtype=torch.float64)))
         return Intervals(b.tolist(), meta={**self.meta, 'converted_from': repr(src), 'schedule': repr(dst)})
 
     def to_dict(self) -> dict: return {'boundaries': list(self.boundaries), 'meta': self.meta}
-    def to_json(self, path:str|Path|None=None) -> str:
+    def to_json(self,
+                path:str|Path|None=None, # file to write as well (None: only return the text)
+               ) -> str:
         "The JSON text; also written atomically to `path` when given."
         if path is not None: atomic_json_dump(self.to_dict(), path)
         return json.dumps(self.to_dict(), indent=2)
     @classmethod
-    def from_json(cls, src:str|Path) -> Intervals:
+    def from_json(cls,
+                  src:str|Path, # a JSON file path, or the JSON text itself (starting with '{')
+                 ) -> Intervals:
         "Load from a JSON file path or a JSON string; malformed content raises a ValueError naming the problem."
         text = src
         if isinstance(src, Path) or (isinstance(src, str) and not src.lstrip().startswith('{')):

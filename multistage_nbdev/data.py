@@ -61,7 +61,10 @@ GREY_MODES = {'1', 'L', 'LA', 'I', 'I;16', 'F'}  # PIL modes read as one channel
 
 class ImageFiles:
     "Lazy uint8 access to image files, each converted to `channels` (1 or 3) on load."
-    def __init__(self, paths:Sequence[str|Path], channels:int): self.paths, self.channels = [Path(p) for p in paths], channels
+    def __init__(self,
+                 paths:Sequence[str|Path], # the image files, in dataset order
+                 channels:int, # 1 (greyscale) or 3 (RGB): what every image is converted to on load
+                ): self.paths, self.channels = [Path(p) for p in paths], channels
     def __len__(self): return len(self.paths)
     def load(self, i:int) -> Tensor: # uint8, (C,H,W)
         with Image.open(self.paths[i]) as im: a = np.asarray(im.convert('L' if self.channels == 1 else 'RGB'))

@@ -39,7 +39,7 @@ def expand_like(v:Tensor, # scalar or (B,) per-sample values
 
 # %% ../nbs/00_schedules.ipynb #16831270
 class Schedule:
-    "Base class of noise schedules in the Eq. 1 form `x_t = s(t) * (x0 + sigma(t) * eps)`."
+    "Abstract base class of noise schedules in the Eq. 1 form `x_t = s(t) * (x0 + sigma(t) * eps)`; construct `VPSchedule` or `EDMSchedule`."
     t_min: float = 0.
     t_max: float = 1.
     def __init__(self):

@@ -26,7 +26,9 @@ class Codec(Protocol):
     def encode(self, x:Tensor) -> Tensor: ... # (B,C,H,W) -> (B,c,h,w)
     def decode(self, z:Tensor) -> Tensor: ... # (B,c,h,w) -> (B,C,H,W)
 
-def check_scale_factor(value, name:str='scale_factor') -> float:
+def check_scale_factor(value, # the scale factor to check
+                       name:str='scale_factor', # argument name used in the error
+                      ) -> float:
     "`value` as a float, or a ValueError naming `name` unless it is finite and positive."
     try: v = float(value)
     except (TypeError, ValueError): raise TypeError(f"`{name}` must be a number, got {type(value).__name__}") from None

@@ -55,12 +55,14 @@ def console_command(prog:str): # the installed command's name
     return deco
 
 # %% ../nbs/11_cli.ipynb #80e014ae
-def make_schedule(name:str) -> Schedule:
+def make_schedule(name:str, # 'vp-linear', 'vp-cosine' or 'edm'
+                 ) -> Schedule:
     "A schedule from its command-line name (`multistage_nbdev.clustering.SCHEDULES`)."
     if name not in SCHEDULES: raise UserError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {name!r}")
     return get_schedule(name)
 
-def parse_overrides(pairs:list|None) -> dict:
+def parse_overrides(pairs:list|None, # KEY=VALUE strings from the command line (values read as Python literals)
+                   ) -> dict:
     "`['ch_mult=(1,2)', 'dropout=0.1']` -> `{'ch_mult': (1, 2), 'dropout': 0.1}`."
     out = {}
     for p in pairs or []:
@@ -94,8 +96,17 @@ def load_images(dataset:str, # dataset name, or the path of an image folder (PAT
     return ds
 
 # %% ../nbs/11_cli.ipynb #cd0b8d52
-def choose_intervals(intervals_file:str|None, cluster:bool, resume:bool, ckpt_dir:Path, images, schedule:Schedule, schedule_name:str,
-                     cluster_k:int, seed:int, dataset:str) -> Intervals|None:
+def choose_intervals(intervals_file:str|None, # --intervals: a JSON file written by `Intervals.to_json`
+                     cluster:bool, # --cluster: run Algorithm 1 on the training images
+                     resume:bool, # --resume: take the intervals of the checkpoint being resumed
+                     ckpt_dir:Path, # the run's checkpoint folder
+                     images, # training images (tensor or dataset), for Algorithm 1
+                     schedule:Schedule, # the training schedule
+                     schedule_name:str, # its command-line name, recorded with the intervals
+                     cluster_k:int, # Algorithm 1 samples
+                     seed:int, # seed of Algorithm 1
+                     dataset:str, # dataset name, recorded with the intervals
+                    ) -> Intervals|None:
     "The intervals of the run: from a file, from the checkpoint being resumed, from Algorithm 1, or None (the preset's)."
     if intervals_file is not None:
         try: return Intervals.from_json(Path(intervals_file))

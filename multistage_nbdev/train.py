@@ -33,7 +33,8 @@ def _mix(*parts) -> int:
 def _image_of(item):
     return item[0] if isinstance(item, (tuple, list)) else item
 
-def collate_images(items:list) -> Tensor: # (B,C,H,W)
+def collate_images(items:list, # dataset items: image tensors (C,H,W) or (image, ...) tuples
+                  ) -> Tensor: # (B,C,H,W)
     "Stack the images of dataset items (tensors or `(image, ...)` tuples), with a clear error for mixed sizes."
     imgs = [_image_of(it) for it in items]
     if not all(isinstance(x, Tensor) for x in imgs): raise TypeError(f"dataset items must be image tensors or (image, ...) tuples, got {type(imgs[0]).__name__}")
@@ -119,17 +120,21 @@ class CheckpointError(ValueError):
 class TrainingDiverged(RuntimeError):
     "The loss became NaN or infinite."
 
-def checkpoint_path(ckpt_dir:str|Path, step:int) -> Path:
+def checkpoint_path(ckpt_dir:str|Path, # checkpoint folder
+                    step:int, # optimizer steps done
+                   ) -> Path:
     "Where the checkpoint of `step` lives."
     return Path(ckpt_dir) / f'ckpt_{step:08d}.pt'
 
-def list_checkpoints(ckpt_dir:str|Path) -> list:
+def list_checkpoints(ckpt_dir:str|Path, # checkpoint folder (missing: no checkpoints)
+                    ) -> list:
     "Checkpoint files in `ckpt_dir`, newest (highest step) first; temporary files of interrupted writes are ignored."
     d = Path(ckpt_dir)
     if not d.is_dir(): return []
     return sorted((p for p in d.glob('ckpt_*.pt') if p.stem[5:].isdigit()), key=lambda p: int(p.stem[5:]), reverse=True)
 
-def read_checkpoint(path:str|Path) -> dict:
+def read_checkpoint(path:str|Path, # a checkpoint file written by `fit`
+                   ) -> dict:
     "Load a training checkpoint safely (`weights_only=True`); raise `CheckpointError` if it is torn or not ours."
     try: ck = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e: raise CheckpointError(f"checkpoint {str(path)!r} cannot be read (torn, truncated or not a torch file): {type(e).__name__}: {e}") from None
@@ -143,7 +148,10 @@ def _config_diff(saved:dict, now:dict) -> list:
     keys = sorted(set(saved) | set(now))
     return [f"{k}: {saved.get(k)!r} in the checkpoint vs {now.get(k)!r} now" for k in keys if saved.get(k) != now.get(k)]
 
-def check_compatible(ck:dict, identity:dict, path:str|Path):
+def check_compatible(ck:dict, # a checkpoint read by `read_checkpoint`
+                     identity:dict, # the settings of the run that wants to resume
+                     path:str|Path, # the checkpoint's file, named in the error
+                    ):
     "Raise `CheckpointError` naming every setting in which checkpoint `ck` differs from this run."
     diff = _config_diff(ck['identity'], identity)
     if diff: raise CheckpointError(f"checkpoint {str(path)!r} comes from another configuration; refusing to resume:\n  " + "\n  ".join(diff))
@@ -186,7 +194,8 @@ def pick_stage(step:int, # global step
     return int(torch.multinomial(probs, 1, generator=generator))
 
 # %% ../nbs/08_train.ipynb #36fab5c2
-def read_log(path:str|Path) -> list:
+def read_log(path:str|Path, # a `log.jsonl` written by `fit`
+            ) -> list:
     "The records of a JSONL training log."
     return [json.loads(l) for l in Path(path).read_text().splitlines() if l.strip()]
 
@@ -247,7 +256,8 @@ def _accepts_stage(model) -> bool:
     try: return 'stage' in inspect.signature(inner.forward).parameters
     except (TypeError, ValueError): return False
 
-def model_fingerprint(model:nn.Module) -> str:
+def model_fingerprint(model:nn.Module, # any module
+                     ) -> str:
     "Class name and a hash of parameter/buffer names and shapes: equal for models of the same architecture."
     sig = [(k, tuple(v.shape)) for k, v in model.state_dict().items()]
     return f"{type(model).__name__}:{hashlib.sha256(repr(sig).encode()).hexdigest()[:16]}"

@@ -8,19 +8,21 @@ import json, time, platform, math
 from pathlib import Path
 import torch
 from torch import Tensor
-from fastcore.script import call_parse, Param
+from fastcore.script import Param, store_true
 from .schedules import Schedule
 from .persist import atomic_json_dump
 from .data import dataset_tensor, show_grid
 from .clustering import Intervals, ClusteringResult, run_clustering, get_schedule, plot_similarity
 from .multistage import PRESETS, build_model, count_params, gflops
-from .train import fit, plot_losses, read_log
+from .train import fit, plot_losses, read_log, read_checkpoint, list_checkpoints, CheckpointError
+from .losses import EDMPrecond
+from .cli import console_command, UserError
 from .samplers import sample
 from .metrics import fid_kid, heldout_loss, paper_training_pflops, training_pflops
 
 # %% auto #0
 __all__ = ['load_clustering', 'cluster_stage', 'run_sample', 'preset_for_images', 'train_and_evaluate', 'plot_run', 'run_main',
-           'main_cli']
+           'main_cli', 'load_trained', 'sample_cli', 'model_shape', 'evaluate_cli']
 
 # %% ../nbs/12_pipeline.ipynb #bf80a481
 def load_clustering(out_dir:str|Path, # run folder written by `run_clustering`
@@ -89,12 +91,15 @@ def train_and_evaluate(arch:str, # 'unified', 'separate' or 'multistage'
     "Train one architecture in `run_dir/arch` (resuming), sample it, evaluate it; returns its report entry."
     t0 = time.time()
     C, H, W = train.shape[1:]
-    model = build_model(cfg['preset'], arch, intervals, **preset_for_images(cfg['preset'], C, H))
+    overrides = preset_for_images(cfg['preset'], C, H)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg['seed'])  # initial weights: equal seeds give equal runs
+        model = build_model(cfg['preset'], arch, intervals, **overrides)
     ckpt = run_dir/arch/'ckpt'
     r = fit(model, train, schedule, iters=cfg['iters'], batch_size=cfg['batch_size'], lr=cfg['lr'], warmup=min(100, cfg['iters'] // 10),
             ema_halflife=cfg['ema_halflife'], intervals=intervals, device=cfg['device'], seed=cfg['seed'], ckpt_dir=ckpt,
             ckpt_every=max(1, cfg['iters'] // 10), resume=True, log_every=max(1, cfg['iters'] // 40), progress=cfg['progress'],
-            config={k: cfg[k] for k in ('preset', 'dataset', 'size')} | {'arch': arch})
+            config={k: cfg[k] for k in ('preset', 'dataset', 'size', 'schedule')} | {'arch': arch, 'overrides': overrides})
     t_train = time.time() - t0
     imgs, sinfo = run_sample(r.ema, schedule, (cfg['n_samples'], C, H, W), cfg['solver'], cfg['nfe'], cfg['seed'], cfg['device'])
     fid = fid_kid(test, imgs, extractor='offline', weights_path=cfg.get('classifier'), seed=cfg['seed'])
@@ -184,7 +189,7 @@ def _version():
     return __version__
 
 # %% ../nbs/12_pipeline.ipynb #f2f7cb2d
-@call_parse
+@console_command('msd_main')
 def main_cli(out_dir:str='runs/main', # run folder; running the same command again resumes it
              dataset:str='mnist5k', # mnist5k, digits, mnist, fashion-mnist, cifar10 or imagefolder
              root:str=None, # folder of an on-disk dataset
@@ -196,14 +201,110 @@ def main_cli(out_dir:str='runs/main', # run folder; running the same command aga
              alpha:float=0.9, # Algorithm 1 threshold
              n_samples:int=500, # images generated for FID/KID
              nfe:int=20, # model calls per generated image
+             solver:str='dpm-solver-3', # sampler (see samplers.SOLVERS)
+             schedule:str='vp-linear', # noise schedule: vp-linear, vp-cosine or edm
              compare:str=None, # 'unified': also train the unified baseline on the same budget
              device:str='cpu', # cpu or cuda
              seed:int=0, # random seed
             ):
-    "Cluster timesteps (Algorithm 1), train a multistage model, sample with DPM-Solver and evaluate; resumable."
-    rep = run_main(out_dir, dataset, root, size, preset, iters, batch_size, K=K, alpha=alpha, n_samples=n_samples, nfe=nfe,
-                   compare=compare, device=device, seed=seed)
+    "Cluster timesteps (Algorithm 1), train a multistage model, sample with DPM-Solver and evaluate; resumable. Options may be written with dashes or underscores (--out-dir or --out_dir)."
+    try: rep = run_main(out_dir, dataset, root, size, preset, iters, batch_size, K=K, alpha=alpha, schedule=schedule, n_samples=n_samples,
+                        solver=solver, nfe=nfe, compare=compare, device=device, seed=seed)
+    except (ValueError, TypeError, FileNotFoundError) as e: raise UserError(str(e)) from None
     m = rep['models']['multistage']
     print(f"intervals {rep['intervals']['boundaries']}; multistage: offline FID {m['fid_offline']:.2f}, held-out loss {m['heldout_loss']:.4f}")
     if compare: print(f"unified: offline FID {rep['models']['unified']['fid_offline']:.2f}, held-out loss {rep['models']['unified']['heldout_loss']:.4f}")
     print(f"results in {Path(out_dir).resolve()} (report.json, samples.png, curves.png) after {rep['wall_seconds']:.0f} s")
+
+# %% ../nbs/12_pipeline.ipynb #1ba2cf84
+def load_trained(path:str|Path, # a checkpoint file written by `fit` (through msd_train or run_main), or a folder of them
+                 ema:bool=True, # load the EMA weights (what one samples from) instead of the raw ones
+                 device:str='cpu', # where the model goes
+                ) -> tuple: # (model in eval mode, its Schedule, the checkpoint's user config)
+    "Rebuild the denoiser of a training checkpoint from the configuration stored in it and load its weights."
+    p = Path(path)
+    if p.is_dir():
+        found = list_checkpoints(p)
+        if not found: raise FileNotFoundError(f"no checkpoint (ckpt_*.pt) in the folder {str(p)!r}")
+        p = found[0]
+    if not p.exists(): raise FileNotFoundError(f"checkpoint {str(p)!r} does not exist")
+    ck = read_checkpoint(p)
+    user = ck['identity'].get('user') or {}
+    if 'preset' not in user or 'arch' not in user:
+        raise CheckpointError(f"checkpoint {str(p)!r} does not say which model it holds: pass config=dict(preset=..., arch=...) to `fit`")
+    C, H, W = ck['identity']['item_shape']
+    sch = get_schedule(user.get('schedule', 'vp-linear'))
+    overrides = user.get('overrides') or preset_for_images(user['preset'], C, H)
+    overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
+    model = build_model(user['preset'], user['arch'], Intervals(**ck['intervals']), **overrides)
+    if user.get('schedule') == 'edm': model = EDMPrecond(model, sch)
+    model.load_state_dict(ck['ema' if ema else 'model'])
+    return model.to(device).eval().requires_grad_(False), sch, user
+
+# %% ../nbs/12_pipeline.ipynb #e4f6da56
+@console_command('msd_sample')
+def sample_cli(ckpt:str, # checkpoint file, or a checkpoint folder (its newest checkpoint)
+               out_dir:str='runs/samples', # writes samples.pt (images in [-1,1]), grid.png and, with --png, images/*.png
+               n:int=64, # number of images
+               solver:str='dpm-solver-3', # sampler (see samplers.SOLVERS)
+               nfe:int=20, # model calls per image
+               seed:int=0, # seed of the starting noise
+               device:str='cpu', # cpu or cuda
+               batch_size:int=256, # images per sampler call
+               png:store_true=False, # also write every image as a PNG file (a folder msd_evaluate or torch-fidelity can read)
+              ) -> Path: # the samples.pt file
+    "Generate images from a trained checkpoint (EMA weights) and save them as a tensor, a grid and optionally PNG files."
+    import matplotlib; matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    from PIL import Image
+    from multistage_nbdev.persist import atomic_torch_save
+    try:
+        model, sch, user = load_trained(ckpt, device=device)
+        imgs, info = run_sample(model, sch, (n, *model_shape(model)), solver, nfe, seed, device, batch_size)
+    except (ValueError, TypeError, FileNotFoundError) as e: raise UserError(str(e)) from None
+    out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
+    atomic_torch_save(imgs, out/'samples.pt')
+    fig, ax = plt.subplots(figsize=(6, 6))
+    show_grid(imgs[:64], nrow=8, ax=ax, title=f"{user['arch']} {user['preset']}: {info['solver']}, {info['nfe']} NFE")
+    fig.savefig(out/'grid.png', dpi=100); plt.close(fig)
+    if png:
+        (out/'images').mkdir(exist_ok=True)
+        u8 = ((imgs + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+        for i, x in enumerate(u8): Image.fromarray(x[0].numpy() if x.shape[0] == 1 else x.permute(1, 2, 0).numpy()).save(out/'images'/f'{i:05d}.png')
+    print(f"{n} images ({info['solver']}, {info['nfe']} NFE) in {out.resolve()}: samples.pt, grid.png" + (', images/' if png else ''))
+    return out/'samples.pt'
+
+def model_shape(model) -> tuple:
+    "(C,H,W) of the images a built model denoises."
+    m = getattr(model, 'model', model)  # EDMPrecond wraps the network
+    return (m.in_ch, m.img_size, m.img_size)
+
+# %% ../nbs/12_pipeline.ipynb #8160e11a
+@console_command('msd_evaluate')
+def evaluate_cli(samples:str, # samples.pt written by msd_sample, or a folder of image files
+                 dataset:str='mnist5k', # reference dataset name or image-folder path (see data.DATASETS)
+                 root:str=None, # torchvision root folder of an on-disk dataset
+                 split:str='test', # reference split
+                 size:int=None, # reference image size (default: that of the samples)
+                 extractor:str='offline', # offline (classifier of the bundled dataset) or inception (standard FID)
+                 weights:str=None, # classifier or Inception weights file (default: found as fid_kid describes)
+                 ckpt:str=None, # also report this checkpoint's held-out loss per interval on the reference split
+                 out:str=None, # JSON report (default: evaluation.json next to the samples)
+                ) -> dict: # the report
+    "FID/KID of generated images against a dataset split, and optionally a checkpoint's held-out loss; writes a JSON report."
+    s = Path(samples)
+    try:
+        fake = torch.load(s, weights_only=True) if s.is_file() else s
+        if isinstance(fake, Tensor) and size is None: size = fake.shape[-1]
+        real = dataset_tensor(dataset, root=root, split=split, size=size)
+        rep = dict(samples=str(s), dataset=dataset, split=split, fid_kid=fid_kid(real, fake, extractor=extractor, weights_path=weights))
+        if ckpt is not None:
+            model, sch, _ = load_trained(ckpt)
+            rep['heldout_loss'] = heldout_loss(model, real, sch, getattr(model, 'intervals', None))
+    except (ValueError, TypeError, FileNotFoundError) as e: raise UserError(str(e)) from None
+    path = Path(out) if out else (s.parent if s.is_file() else s) / 'evaluation.json'
+    atomic_json_dump(rep, path)
+    f = rep['fid_kid']
+    print(f"FID {f['fid']:.3f}, KID {f['kid']:.5f} ({f['extractor']} features, {f['n_fake']} vs {f['n_real']} images)"
+          + (f"; held-out loss {rep['heldout_loss']['weighted']:.5f}" if ckpt else '') + f"; report {path}")
+    return rep

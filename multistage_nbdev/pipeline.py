@@ -297,7 +297,10 @@ def evaluate_cli(samples:str, # samples.pt written by msd_sample, or a folder of
         fake = torch.load(s, weights_only=True) if s.is_file() else s
         if isinstance(fake, Tensor) and size is None: size = fake.shape[-1]
         real = dataset_tensor(dataset, root=root, split=split, size=size)
-        rep = dict(samples=str(s), dataset=dataset, split=split, fid_kid=fid_kid(real, fake, extractor=extractor, weights_path=weights))
+        n_fake = len(fake) if isinstance(fake, Tensor) else sum(1 for f in s.rglob('*') if f.suffix.lower() in ('.png', '.jpg', '.jpeg'))
+        kid_n = max(2, min(1000, len(real) // 2, n_fake // 2))
+        rep = dict(samples=str(s), dataset=dataset, split=split,
+                   fid_kid=fid_kid(real, fake, extractor=extractor, weights_path=weights, kid_subset_size=kid_n))
         if ckpt is not None:
             model, sch, _ = load_trained(ckpt)
             rep['heldout_loss'] = heldout_loss(model, real, sch, getattr(model, 'intervals', None))
@@ -305,6 +308,6 @@ def evaluate_cli(samples:str, # samples.pt written by msd_sample, or a folder of
     path = Path(out) if out else (s.parent if s.is_file() else s) / 'evaluation.json'
     atomic_json_dump(rep, path)
     f = rep['fid_kid']
-    print(f"FID {f['fid']:.3f}, KID {f['kid']:.5f} ({f['extractor']} features, {f['n_fake']} vs {f['n_real']} images)"
+    print(f"FID {f['fid']:.3f}, KID {f['kid']:.5f} ({f['extractor']} features, {f['n_fake'] or n_fake} vs {f['n_real']} images)"
           + (f"; held-out loss {rep['heldout_loss']['weighted']:.5f}" if ckpt else '') + f"; report {path}")
     return rep

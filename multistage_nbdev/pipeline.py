@@ -100,7 +100,8 @@ def train_and_evaluate(arch:str, # 'unified', 'separate' or 'multistage'
             ema_halflife=cfg['ema_halflife'], intervals=intervals, device=cfg['device'], seed=cfg['seed'], ckpt_dir=ckpt,
             ckpt_every=max(1, cfg['iters'] // 10), resume=True, log_every=max(1, cfg['iters'] // 40), progress=cfg['progress'],
             config={k: cfg[k] for k in ('preset', 'dataset', 'size', 'schedule')} | {'arch': arch, 'overrides': overrides})
-    t_train = time.time() - t0
+    steps = [0] + [h['step'] for h in r.history]  # time inside training steps, from the log: it survives a resume
+    t_train = sum((b - a) * cfg['batch_size'] / h['img_per_s'] for a, b, h in zip(steps, steps[1:], r.history)) if r.history else time.time() - t0
     imgs, sinfo = run_sample(r.ema, schedule, (cfg['n_samples'], C, H, W), cfg['solver'], cfg['nfe'], cfg['seed'], cfg['device'])
     fid = fid_kid(test, imgs, extractor='offline', weights_path=cfg.get('classifier'), seed=cfg['seed'])
     held = heldout_loss(r.ema, test, schedule, intervals, seed=cfg['seed'])

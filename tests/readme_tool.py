@@ -9,7 +9,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def render_readme(nb_path: Path = ROOT / 'nbs' / 'index.ipynb') -> str:
-    "Markdown for the README: markdown cells as they are, code cells fenced, plain-text outputs fenced below them."
+    "Markdown for the README: markdown cells as they are, code cells fenced (not those marked `#| echo: false`), plain-text outputs fenced below them."
     nb = json.loads(Path(nb_path).read_text())
     out = ['<!-- Generated from nbs/index.ipynb by `python tests/readme_tool.py`: edit the notebook, not this file. -->\n']
     for cell in nb['cells']:
@@ -18,9 +18,12 @@ def render_readme(nb_path: Path = ROOT / 'nbs' / 'index.ipynb') -> str:
             out.append(src.strip() + '\n')
             continue
         lines = [l for l in src.splitlines() if not re.match(r'\s*#\s*\|', l)]
-        if any('hide' in l for l in src.splitlines() if re.match(r'\s*#\s*\|', l)) or not ''.join(lines).strip(): continue
-        out.append('```python\n' + '\n'.join(lines).strip() + '\n```\n')
+        directives = [l for l in src.splitlines() if re.match(r'\s*#\s*\|', l)]
+        if any('hide' in l for l in directives) or not ''.join(lines).strip(): continue
+        if not any(re.search(r'echo:\s*false', l) for l in directives):  # Quarto's `#| echo: false`: output only
+            out.append('```python\n' + '\n'.join(lines).strip() + '\n```\n')
         for o in cell.get('outputs', []):
+            if 'image/png' in o.get('data', {}): continue  # a figure's text/plain is only its repr
             text = o.get('text') or o.get('data', {}).get('text/plain')
             if text: out.append('```\n' + ''.join(text).rstrip() + '\n```\n')
     return '\n'.join(out)

@@ -275,7 +275,8 @@ def sample_cli(ckpt:str, # checkpoint file, or a checkpoint folder (its newest c
     print(f"{n} images ({info['solver']}, {info['nfe']} NFE) in {out.resolve()}: samples.pt, grid.png" + (', images/' if png else ''))
     return out/'samples.pt'
 
-def model_shape(model) -> tuple:
+def model_shape(model:torch.nn.Module, # a model of `build_model`, or one wrapped in `EDMPrecond`
+               ) -> tuple:
     "(C,H,W) of the images a built model denoises."
     m = getattr(model, 'model', model)  # EDMPrecond wraps the network
     return (m.in_ch, m.img_size, m.img_size)

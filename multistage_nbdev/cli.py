@@ -167,10 +167,8 @@ def train_cli(preset:str='small', # model configuration: small, tiny, cifar10, e
     cfg = {**PRESETS[preset], **{k: v for k, v in ov.items() if k in PRESETS[preset]}}
     images = load_images(dataset, root, cfg['img_size'], cfg['in_ch'])
     iv = choose_intervals(intervals, cluster, resume, ckpt, images, sch, schedule, cluster_k, seed, dataset)
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)  # initial weights
-        try: model = build_model(preset, arch, iv, **ov)
-        except (ValueError, TypeError) as e: raise UserError(f"cannot build the {preset!r} {arch} model: {e}") from None
+    try: model = build_model(preset, arch, iv, seed=seed, **ov)  # seeded initial weights
+    except (ValueError, TypeError) as e: raise UserError(f"cannot build the {preset!r} {arch} model: {e}") from None
     if schedule == 'edm': model = EDMPrecond(model, sch)
     config = dict(preset=preset, arch=arch, overrides=ov, dataset=dataset, schedule=schedule)
     try:

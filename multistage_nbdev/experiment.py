@@ -15,7 +15,7 @@ from .persist import atomic_json_dump, atomic_torch_save
 from .clustering import Intervals
 from .losses import TimeSampler, UniformTime
 from .multistage import build_model, count_params, gflops
-from .train import fit
+from .train import fit, _jsonable
 from .metrics import fid_kid, heldout_loss, paper_training_pflops, training_pflops
 from .pipeline import preset_for_images, run_sample, cluster_stage
 from .data import dataset_tensor
@@ -82,12 +82,6 @@ class StageComposite(nn.Module):
         return out
 
 # %% ../nbs/15_experiment.ipynb #5aea6511
-def _jsonable(v):
-    if isinstance(v, dict): return {str(k): _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)): return [_jsonable(x) for x in v]
-    if isinstance(v, (str, int, float, bool)) or v is None: return v
-    return repr(v)
-
 def load_ema(run_dir:str|Path, # a run folder of `train_curve`
              iters:int, # milestone
              model:nn.Module, # a freshly built model of the same configuration
@@ -105,9 +99,7 @@ def seeded_model(preset:str, # `build_model` preset
                  **overrides, # preset overrides
                 ) -> nn.Module:
     "`build_model` with initial weights fixed by `seed`, so that training seeds are reproducible runs."
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return build_model(preset, arch, intervals, **overrides)
+    return build_model(preset, arch, intervals, seed=seed, **overrides)
 
 # %% ../nbs/15_experiment.ipynb #2865374a
 def train_curve(name:str, # run name: the folder `out_dir/name`

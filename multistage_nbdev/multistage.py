@@ -175,6 +175,7 @@ def build_model(preset:str, # 'cifar10', 'ldm', 'small' or 'tiny'
                 arch:str, # 'unified', 'separate' or 'multistage'
                 intervals:Intervals|None=None, # stages (default: the paper's [0.442, 0.631])
                 device=None, # where to build the parameters ('meta' builds nothing, for counting FLOPs)
+                seed:int|None=None, # seeds the initial weights, leaving the global RNG as it was; None: draw from the global RNG
                 **overrides, # any preset value, e.g. img_size=28, in_ch=3, dec_chs=(64, 32)
                ) -> nn.Module:
     "Build a denoiser `model(x_t, t) -> eps` of a named configuration; `model.intervals` holds its stages."
@@ -189,7 +190,9 @@ def build_model(preset:str, # 'cifar10', 'ldm', 'small' or 'tiny'
     if 'dec_chs' not in overrides: cfg['dec_chs'] = stage_widths(cfg['dec_chs'], intervals.n_stages)
     cfg.update(overrides)
     unified_ch, enc_ch, dec_chs = cfg.pop('unified_ch'), cfg.pop('enc_ch'), tuple(cfg.pop('dec_chs'))
-    with torch.device(device if device is not None else torch.get_default_device()):
+    dev = torch.device(device if device is not None else torch.get_default_device())
+    with torch.random.fork_rng(devices=[dev] if dev.type == 'cuda' else [], enabled=seed is not None), dev:
+        if seed is not None: torch.manual_seed(seed)
         if arch == 'unified': return UNet(ch=unified_ch, intervals=intervals, **cfg)
         if arch == 'separate': return SeparateUNet(intervals, enc_ch, dec_chs, **cfg)
         return MultistageUNet(intervals, enc_ch, dec_chs, **cfg)

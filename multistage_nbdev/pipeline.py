@@ -92,9 +92,7 @@ def train_and_evaluate(arch:str, # 'unified', 'separate' or 'multistage'
     t0 = time.time()
     C, H, W = train.shape[1:]
     overrides = preset_for_images(cfg['preset'], C, H)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg['seed'])  # initial weights: equal seeds give equal runs
-        model = build_model(cfg['preset'], arch, intervals, **overrides)
+    model = build_model(cfg['preset'], arch, intervals, seed=cfg['seed'], **overrides)  # equal seeds give equal runs
     ckpt = run_dir/arch/'ckpt'
     r = fit(model, train, schedule, iters=cfg['iters'], batch_size=cfg['batch_size'], lr=cfg['lr'], warmup=min(100, cfg['iters'] // 10),
             ema_halflife=cfg['ema_halflife'], intervals=intervals, device=cfg['device'], seed=cfg['seed'], ckpt_dir=ckpt,

@@ -7,11 +7,7 @@ from multistage_nbdev import metrics
 from multistage_nbdev.data import dataset_tensor
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads(); torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_thread')  # fixture in conftest.py
 
 
 @pytest.fixture(scope='module')

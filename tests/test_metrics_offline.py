@@ -8,12 +8,7 @@ from multistage_nbdev import metrics
 from multistage_nbdev.data import dataset_tensor
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    "Tiny tensors: one thread avoids synchronisation costs on a busy 2-core machine."
-    n = torch.get_num_threads(); torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_thread')  # fixture in conftest.py
 
 
 def test_classifier_is_trained_once_then_cached(tmp_path, monkeypatch):

@@ -6,12 +6,7 @@ from multistage_nbdev.samplers import sample, paper_sampler
 from multistage_nbdev.schedules import VPSchedule
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    "Tiny networks: one thread avoids synchronisation costs on a busy 2-core machine."
-    n = torch.get_num_threads(); torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_thread')  # fixture in conftest.py
 
 
 @pytest.mark.parametrize('solver,nfe', [('dpm-solver-3', 20), ('heun', 9), ('dpm-solver++2m', 10)])

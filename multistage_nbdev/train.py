@@ -6,7 +6,7 @@
 from __future__ import annotations
 import copy, hashlib, inspect, json, math, os, random, time, warnings
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Callable
 import numpy as np
@@ -21,9 +21,11 @@ from .losses import TimeSampler, UniformTime, LogNormalSigma, EDMPrecond, eps_lo
 from .persist import atomic_torch_save, atomic_write
 
 # %% auto #0
-__all__ = ['CKPT_FORMAT', 'TIME_SAMPLING', 'STAGE_CHOICE', 'collate_images', 'TrainData', 'EMA', 'CheckpointError',
+__all__ = ['CKPT_FORMAT', 'TIME_SAMPLING', 'STAGE_CHOICE', 'collate_images', 'TrainData', 'ema_beta', 'EMA', 'CheckpointError',
            'TrainingDiverged', 'checkpoint_path', 'list_checkpoints', 'read_checkpoint', 'check_compatible',
-           'resolve_time_sampling', 'pick_stage', 'read_log', 'plot_losses', 'FitResult', 'model_fingerprint', 'fit']
+           'resolve_time_sampling', 'pick_stage', 'read_log', 'plot_losses', 'FitResult', 'Placement', 'TrainConfig',
+           'StepTimes', 'LossWindow', 'TrainState', 'train_step', 'RunFiles', 'model_fingerprint', 'Run', 'prepare_run',
+           'train_loop', 'fit']
 
 # %% ../nbs/08_train.ipynb #d16a8cd3
 def _mix(*parts) -> int:
@@ -93,6 +95,16 @@ class TrainData:
             yield from zip(range(start, stop), dl)
 
 # %% ../nbs/08_train.ipynb #fbdabd7a
+def ema_beta(decay:float|None, # per-step beta; ignored when `halflife` is given
+             halflife:float|None, # EDM style: images after which the average's memory halves
+             batch_size:int, # global batch size
+            ) -> float:
+    "The per-step EMA decay: `decay`, or $0.5^{B/\\text{halflife}}$ for a half-life in images."
+    if halflife is not None and not halflife > 0: raise ValueError(f"`ema_halflife` must be positive, got {halflife}")
+    beta = 0.5 ** (batch_size / halflife) if halflife is not None else decay
+    if beta is None or not 0 <= beta < 1: raise ValueError(f"`ema_decay` must be in [0, 1), got {decay}")
+    return float(beta)
+
 class EMA:
     "Exponential moving average of a model's weights: `ema = beta * ema + (1 - beta) * weights` after each step."
     def __init__(self,
@@ -101,10 +113,7 @@ class EMA:
                  halflife:float|None=None, # EDM style: images after which the average's memory halves
                  batch_size:int=1, # global batch size, to turn `halflife` into a per-step beta
                 ):
-        beta = 0.5 ** (batch_size / halflife) if halflife is not None else decay
-        if halflife is not None and not halflife > 0: raise ValueError(f"`ema_halflife` must be positive, got {halflife}")
-        if beta is None or not 0 <= beta < 1: raise ValueError(f"`ema_decay` must be in [0, 1), got {decay}")
-        self.beta, self.model = float(beta), copy.deepcopy(model).eval().requires_grad_(False)
+        self.beta, self.model = ema_beta(decay, halflife, batch_size), copy.deepcopy(model).eval().requires_grad_(False)
 
     @torch.no_grad()
     def update(self, model:nn.Module):
@@ -232,23 +241,266 @@ class FitResult:
     @property
     def final_loss(self) -> float|None: return self.history[-1]['loss'] if self.history else None
 
-# %% ../nbs/08_train.ipynb #66166610
-def _setup_distributed(device) -> tuple[int, int, bool]: # (rank, world_size, whether we created the group)
-    if dist.is_available() and dist.is_initialized(): return dist.get_rank(), dist.get_world_size(), False
-    if int(os.environ.get('WORLD_SIZE', '1')) <= 1: return 0, 1, False
-    dist.init_process_group('nccl' if torch.device(device).type == 'cuda' else 'gloo')
-    return dist.get_rank(), dist.get_world_size(), True
+# %% ../nbs/08_train.ipynb #7d874981
+@dataclass(frozen=True)
+class Placement:
+    "Where a run executes: its device and, under `torchrun`, this process's rank among `world` processes."
+    device: torch.device # where the model and the batches live
+    rank: int = 0 # this process's rank
+    world: int = 1 # number of processes
+    @property
+    def is_cuda(self) -> bool: return self.device.type == 'cuda'
+    def share(self, batch_size:int) -> slice: # this rank's rows of a global batch
+        "The contiguous chunk of a global batch of `batch_size` that this rank trains on."
+        n = batch_size // self.world
+        return slice(self.rank * n, (self.rank + 1) * n)
 
-def _default_device(device):
+def _default_device(device, model:nn.Module) -> torch.device:
     if device is not None: return torch.device(device)
-    if int(os.environ.get('WORLD_SIZE', '1')) > 1 and torch.cuda.is_available(): return torch.device('cuda', int(os.environ.get('LOCAL_RANK', '0')))
-    return None
+    if int(os.environ.get('WORLD_SIZE', '1')) > 1 and torch.cuda.is_available():
+        return torch.device('cuda', int(os.environ.get('LOCAL_RANK', '0')))
+    return next(model.parameters()).device
+
+def _setup_distributed(device:torch.device) -> tuple[Placement, bool]: # (placement, whether we created the group)
+    if dist.is_available() and dist.is_initialized(): return Placement(device, dist.get_rank(), dist.get_world_size()), False
+    if int(os.environ.get('WORLD_SIZE', '1')) <= 1: return Placement(device), False
+    dist.init_process_group('nccl' if device.type == 'cuda' else 'gloo')
+    return Placement(device, dist.get_rank(), dist.get_world_size()), True
 
 def _all_reduce(x:Tensor, world_size:int) -> Tensor:
     if world_size > 1: dist.all_reduce(x)
     return x
 
-# %% ../nbs/08_train.ipynb #6023e955
+# %% ../nbs/08_train.ipynb #75e426ed
+@dataclass
+class TrainConfig:
+    "The settings of a `fit` run that are not tensors or callables (see `fit` for each one's meaning)."
+    iters: int = 1000
+    batch_size: int|None = 64
+    lr: float = 2e-4
+    optimizer: str = 'adam'
+    weight_decay: float = 0.
+    betas: tuple = (0.9, 0.999)
+    warmup: int = 0
+    grad_clip: float|None = 1.0
+    ema_decay: float|None = 0.999
+    ema_halflife: float|None = None
+    amp: str|None = None
+    time_sampling: str = 'auto'
+    stage_choice: str = 'auto'
+    seed: int = 0
+    ckpt_dir: str|Path|None = None
+    ckpt_every: int|None = None
+    keep: int = 2
+    resume: bool|str|Path = False
+    log_every: int = 50
+    progress: bool = True
+    num_workers: int|None = None
+    find_unused_parameters: bool|None = None
+
+    def check(self, device:torch.device):
+        "Raise a `ValueError` naming the first setting that cannot work (on `device`)."
+        for k in ('iters', 'log_every', 'keep'):
+            v = getattr(self, k)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1: raise ValueError(f"`{k}` must be a positive int, got {v!r}")
+        if self.ckpt_every is not None and (not isinstance(self.ckpt_every, int) or self.ckpt_every < 1):
+            raise ValueError(f"`ckpt_every` must be a positive int or None, got {self.ckpt_every!r}")
+        if not self.lr > 0: raise ValueError(f"`lr` must be positive, got {self.lr}")
+        if self.optimizer not in ('adam', 'adamw'): raise ValueError(f"`optimizer` must be 'adam' or 'adamw', got {self.optimizer!r}")
+        if not isinstance(self.warmup, int) or self.warmup < 0: raise ValueError(f"`warmup` must be an int >= 0, got {self.warmup!r}")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ValueError(f"`grad_clip` must be positive or None, got {self.grad_clip}")
+        if self.amp not in (None, 'bf16', 'fp16'): raise ValueError(f"`amp` must be None, 'bf16' or 'fp16', got {self.amp!r}")
+        if self.amp == 'fp16' and device.type != 'cuda':
+            raise ValueError(f"`amp='fp16'` needs a CUDA device (got {device}); use amp='bf16' on CPU")
+
+    def lr_at(self, step:int) -> float: # learning rate of the update that ends step `step + 1`
+        "The learning rate with linear warm-up over the first `warmup` steps."
+        return self.lr * min(1., (step + 1) / self.warmup) if self.warmup else self.lr
+
+# %% ../nbs/08_train.ipynb #bf9a1a69
+class StepTimes:
+    "How every step draws its times: from the full distribution ('mixed') or from one stage ('stage', 'rank')."
+    def __init__(self,
+                 sampler:TimeSampler, # the loss's time distribution
+                 mode:str, # 'mixed', 'stage' or 'rank' (resolved, see `resolve_time_sampling`)
+                 choice:str, # 'uniform' or 'mass'
+                 stages:Intervals, # the stages (the model's own, or those given for the log)
+                 pass_stage:bool, # whether to tell the model the step's stage (`model(x, t, stage=k)`)
+                ):
+        self.sampler, self.mode, self.choice, self.stages, self.pass_stage = sampler, mode, choice, stages, pass_stage
+        self.masses, self.edges = sampler.stage_masses(stages), stages.edges
+
+    def draw(self,
+             step:int, # global step
+             batch_size:int, # global batch size: the times of all ranks come from one stream
+             gen:torch.Generator, # the time and noise stream (same on every rank)
+             stage_gen:torch.Generator, # the stage stream (same on every rank)
+             where:Placement, # this process; it keeps its own slice of the global batch
+            ) -> tuple[Tensor, dict]: # this rank's times (B/W,) and the model's extra keyword arguments
+        "This rank's times of `step`, and `{'stage': k}` when the model is told the stage."
+        mine = where.share(batch_size)
+        if self.mode == 'mixed': return self.sampler(batch_size, gen, where.device)[mine], {}
+        k = pick_stage(step, self.mode, self.choice, self.masses, stage_gen, where.rank, where.world)
+        t = self.sampler(batch_size, gen, where.device, lo=self.edges[k], hi=self.edges[k + 1])[mine]
+        return t, ({'stage': k} if self.pass_stage else {})
+
+# %% ../nbs/08_train.ipynb #7df70f53
+class LossWindow:
+    "Sums of the loss, overall and per stage, since the last log record."
+    def __init__(self, n_stages:int): # number of stages of the log
+        self.n_stages = n_stages; self.reset()
+    def reset(self):
+        self.loss, self.n, self.steps, self.t0 = 0., 0, 0, time.perf_counter()
+        self.stage_sum = torch.zeros(self.n_stages, dtype=torch.float64)
+        self.stage_n = torch.zeros(self.n_stages, dtype=torch.float64)
+
+    @torch.no_grad()
+    def add(self,
+            mean_loss:float, # the step's loss, averaged over all ranks
+            stage:Tensor, # stage of every sample of this rank, (B/W,)
+            per_sample:Tensor, # the per-sample loss of this rank, (B/W,)
+           ):
+        self.stage_sum += torch.bincount(stage, weights=per_sample.detach().double().cpu(), minlength=self.n_stages)
+        self.stage_n += torch.bincount(stage, minlength=self.n_stages).double()
+        self.loss += mean_loss; self.n += 1; self.steps += 1
+
+    def record(self, step:int, batch_size:int, lr:float, edges:list, world:int) -> dict:
+        "The log record of the window (per-stage sums reduced over ranks)."
+        s, n = _all_reduce(self.stage_sum.clone(), world), _all_reduce(self.stage_n.clone(), world)
+        dt = time.perf_counter() - self.t0
+        return dict(step=step, loss=self.loss / max(self.n, 1),
+                    stage_loss=[(a / b) if b else None for a, b in zip(s.tolist(), n.tolist())],
+                    stage_count=[int(b) for b in n.tolist()], edges=list(edges), lr=lr,
+                    img_per_s=self.steps * batch_size / max(dt, 1e-9))
+
+    def state_dict(self) -> dict:
+        return dict(loss=self.loss, n=self.n, stage_sum=self.stage_sum, stage_n=self.stage_n, steps=self.steps)
+    def load_state_dict(self, s:dict):
+        self.loss, self.n, self.steps = s['loss'], s['n'], s['steps']
+        self.stage_sum, self.stage_n, self.t0 = s['stage_sum'].clone(), s['stage_n'].clone(), time.perf_counter()
+
+# %% ../nbs/08_train.ipynb #777feb9b
+class TrainState:
+    "Everything a run changes as it trains: weights, EMA, optimizer, AMP scaler, random streams, step, log history."
+    def __init__(self,
+                 model:nn.Module, # the model being trained (unwrapped), already on its device
+                 cfg:TrainConfig, # the run's settings
+                 batch_size:int, # global batch size (for the EMA half-life)
+                 n_stages:int, # stages of the per-stage log
+                 where:Placement, # this process
+                ):
+        self.model, self.ema = model.to(where.device).train(), EMA(model, cfg.ema_decay, cfg.ema_halflife, batch_size)
+        self.ema.model.to(where.device)
+        Opt = torch.optim.AdamW if cfg.optimizer == 'adamw' else torch.optim.Adam
+        self.opt = Opt(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+        self.scaler = torch.amp.GradScaler('cuda') if cfg.amp == 'fp16' else None
+        self.gen = torch.Generator(where.device).manual_seed(_mix(cfg.seed, 'noise'))  # same stream on every rank
+        self.stage_gen = torch.Generator().manual_seed(_mix(cfg.seed, 'stage'))
+        torch.manual_seed(_mix(cfg.seed, 'torch', where.rank))  # dropout; inside fit's fork_rng, restored afterwards
+        self.step, self.history, self.window, self.where, self.checkpoint = 0, [], LossWindow(n_stages), where, None
+
+    def rng_state(self) -> dict:
+        "This rank's random streams: torch's global one (dropout), the noise and stage generators, CUDA's."
+        s = {'torch': torch.get_rng_state(), 'noise': self.gen.get_state(), 'stage': self.stage_gen.get_state()}
+        if self.where.is_cuda: s['cuda'] = torch.cuda.get_rng_state(self.where.device)
+        return s
+
+    def set_rng_state(self, s:dict):
+        torch.set_rng_state(s['torch']); self.gen.set_state(s['noise']); self.stage_gen.set_state(s['stage'])
+        if 'cuda' in s and self.where.is_cuda: torch.cuda.set_rng_state(s['cuda'], self.where.device)
+
+    def state_dict(self) -> dict:
+        "The checkpoint entries of this state, except the random streams (gathered over ranks by `RunFiles.save`)."
+        s = dict(step=self.step, model=self.model.state_dict(), ema=self.ema.model.state_dict(),
+                 optimizer=self.opt.state_dict(), history=self.history, window=self.window.state_dict())
+        if self.scaler is not None: s['scaler'] = self.scaler.state_dict()
+        return s
+
+    def load_state_dict(self, ck:dict): # a checkpoint read by `read_checkpoint`
+        "Continue from checkpoint `ck` exactly: weights, optimizer, this rank's random streams, step, log and window."
+        self.model.load_state_dict(ck['model']); self.ema.model.load_state_dict(ck['ema']); self.opt.load_state_dict(ck['optimizer'])
+        if self.scaler is not None and 'scaler' in ck: self.scaler.load_state_dict(ck['scaler'])
+        self.set_rng_state(ck['rng']['ranks'][self.where.rank])
+        if self.where.rank == 0: _set_numpy_state(ck['rng']['numpy']); random.setstate(ck['rng']['python'])
+        self.step, self.history = int(ck['step']), list(ck.get('history', []))
+        if 'window' in ck: self.window.load_state_dict(ck['window'])
+
+# %% ../nbs/08_train.ipynb #f980db51
+def _autocast(amp:str|None, device:torch.device):
+    "Mixed-precision autocast for 'bf16' or 'fp16', or nothing."
+    if not amp: return nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if amp == 'bf16' else torch.float16)
+
+# %% ../nbs/08_train.ipynb #a56e648a
+def train_step(state:TrainState, # weights, EMA, optimizer and scaler to update
+               net:nn.Module, # the model to call: `state.model`, or its DDP wrapper
+               x0:Tensor, # this rank's clean images, (B/W,C,H,W)
+               t:Tensor, # their times, (B/W,)
+               noise:Tensor, # their noise, (B/W,C,H,W)
+               schedule:Schedule, # the forward process of Eq. 1
+               weight:Callable|None, # omega(t) of Eq. 2 (None: 1)
+               cfg:TrainConfig, # lr, warm-up, clipping, AMP
+               model_kw:dict|None=None, # extra model arguments, e.g. {'stage': k}
+              ) -> tuple[float, Tensor]: # (loss averaged over all ranks, this rank's per-sample loss (B/W,))
+    "One optimizer step: the loss of Eq. 2, back-propagation, a finite check, clipping, the update and the EMA."
+    where = state.where
+    with _autocast(cfg.amp, where.device):
+        per_sample = eps_loss(net, x0, t, schedule, noise, weight=weight, **(model_kw or {}))  # Eq. 2
+    loss, scaler = per_sample.mean(), state.scaler
+    state.opt.zero_grad(set_to_none=True)
+    (scaler.scale(loss) if scaler is not None else loss).backward()
+    if scaler is not None: scaler.unscale_(state.opt)
+    gnorm = nn.utils.clip_grad_norm_(state.model.parameters(), cfg.grad_clip if cfg.grad_clip is not None else float('inf'))
+    mean_loss = _all_reduce(loss.detach().float().clone(), where.world).item() / where.world
+    if not math.isfinite(mean_loss) or (scaler is None and not torch.isfinite(gnorm)):
+        last = state.checkpoint
+        where_last = f"the last good checkpoint is {str(last)!r}" if last else "no checkpoint was written before it"
+        raise TrainingDiverged(f"training diverged at step {state.step + 1}: loss {mean_loss}, gradient norm {gnorm.item()}; "
+                               f"the weights were not updated at this step, {where_last}. "
+                               "Try a lower `lr`, `grad_clip` or warm-up.")
+    for g in state.opt.param_groups: g['lr'] = cfg.lr_at(state.step)
+    if scaler is not None: scaler.step(state.opt); scaler.update()
+    else: state.opt.step()
+    state.ema.update(state.model)
+    return mean_loss, per_sample.detach()
+
+# %% ../nbs/08_train.ipynb #046403f6
+class RunFiles:
+    "A run's folder: the JSONL log and the checkpoints, written by rank 0 (all ranks join the gathering of random states)."
+    def __init__(self,
+                 ckpt_dir:str|Path|None, # the folder (None: nothing is written)
+                 keep:int, # how many newest checkpoints to keep
+                 meta:dict, # what every checkpoint records besides the state: intervals, config, identity
+                 where:Placement, # this process
+                ):
+        self.dir, self.keep, self.meta, self.where = (Path(ckpt_dir) if ckpt_dir is not None else None), keep, meta, where
+        self.log_path = self.dir / 'log.jsonl' if self.dir is not None else None
+        self.writes = self.dir is not None and where.rank == 0
+
+    def start_log(self, history:list):
+        "Rewrite the log with the records of `history` (drops lines written after a resumed checkpoint)."
+        if self.writes: atomic_write(self.log_path, ''.join(json.dumps(r) + '\n' for r in history))
+
+    def log(self, record:dict):
+        if self.writes:
+            with open(self.log_path, 'a') as f: f.write(json.dumps(record) + '\n')
+
+    def save(self, state:TrainState):
+        "Write the checkpoint of `state.step` atomically and drop the oldest beyond `keep`; a collective under DDP."
+        if self.dir is None: return
+        own, states = state.rng_state(), [None] * self.where.world
+        if self.where.world > 1: dist.all_gather_object(states, {k: v.cpu() for k, v in own.items()})
+        else: states = [own]
+        if self.where.rank != 0: return
+        rng = dict(ranks=states, numpy=_numpy_state(), python=random.getstate())
+        payload = dict(format=CKPT_FORMAT, **state.state_dict(), rng=rng, **self.meta)
+        path = checkpoint_path(self.dir, state.step)
+        atomic_torch_save(payload, path)
+        for old in list_checkpoints(self.dir)[self.keep:]: old.unlink(missing_ok=True)
+        state.checkpoint = path
+
+# %% ../nbs/08_train.ipynb #d7e087fa
 def _unwrap(model): return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 def _accepts_stage(model) -> bool:
@@ -269,17 +521,125 @@ def _jsonable(v):
     if isinstance(v, Path): return str(v)
     return repr(v)
 
-# %% ../nbs/08_train.ipynb #0c7363d6
-def _rng_state(gen:torch.Generator, stage_gen:torch.Generator, device) -> dict:
-    s = {'torch': torch.get_rng_state(), 'noise': gen.get_state(), 'stage': stage_gen.get_state()}
-    if torch.device(device).type == 'cuda': s['cuda'] = torch.cuda.get_rng_state(device)
-    return s
+# %% ../nbs/08_train.ipynb #32d93651
+def _stage_intervals(model, intervals) -> Intervals:
+    own = getattr(model, 'intervals', None)
+    if intervals is not None and not isinstance(intervals, Intervals): raise TypeError(f"`intervals` must be an Intervals, got {type(intervals).__name__}")
+    if own is not None and intervals is not None and own != intervals:
+        raise ValueError(f"`intervals` {intervals} does not match the model's intervals {own}; leave `intervals=None` to use the model's")
+    return own if own is not None else intervals if intervals is not None else Intervals([])
 
-def _set_rng_state(s:dict, gen:torch.Generator, stage_gen:torch.Generator, device):
-    torch.set_rng_state(s['torch']); gen.set_state(s['noise']); stage_gen.set_state(s['stage'])
-    if 'cuda' in s and torch.device(device).type == 'cuda': torch.cuda.set_rng_state(s['cuda'], device)
+# %% ../nbs/08_train.ipynb #80c032bc
+@dataclass
+class Run:
+    "A checked, ready training run: what `train_loop` needs (restored from a checkpoint when resuming)."
+    state: TrainState # weights, EMA, optimizer, random streams, step, history
+    data: TrainData # the images and their step-indexed order
+    times: StepTimes # how each step draws its times
+    schedule: Schedule # the forward process of Eq. 1
+    weight: Callable|None # omega(t) of Eq. 2
+    cfg: TrainConfig # the settings
+    files: RunFiles # log and checkpoints
+    config: dict # the full configuration, as recorded in checkpoints and `FitResult.config`
 
-# %% ../nbs/08_train.ipynb #1a057883
+def _identity(model, schedule, times:StepTimes, weight, td:TrainData, cfg:TrainConfig, where:Placement, config) -> dict:
+    "What a checkpoint must share with a run that resumes it."
+    return _jsonable(dict(
+        model=model_fingerprint(model), model_config=getattr(model, 'config', None), intervals=list(times.stages.boundaries),
+        schedule=schedule, time_sampler=times.sampler, time_sampling=times.mode, stage_choice=times.choice,
+        weight=getattr(weight, '__qualname__', weight), batch_size=td.batch_size, item_shape=td.item_shape, n_images=td.n,
+        optimizer=cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas, warmup=cfg.warmup,
+        grad_clip=cfg.grad_clip, ema_beta=ema_beta(cfg.ema_decay, cfg.ema_halflife, td.batch_size), amp=cfg.amp,
+        seed=cfg.seed, world_size=where.world, user=config))
+
+def _time_plan(model, schedule, time_sampler, cfg:TrainConfig, stages:Intervals, where:Placement) -> StepTimes:
+    n_model_stages = getattr(model, 'n_stages', 1)
+    if time_sampler is None: time_sampler = LogNormalSigma(schedule) if isinstance(schedule, EDMSchedule) else UniformTime(schedule.t_min)
+    mode, choice = resolve_time_sampling(cfg.time_sampling, cfg.stage_choice, n_model_stages, time_sampler)
+    if mode == 'rank' and where.world % stages.n_stages and where.rank == 0:
+        warnings.warn(f"time_sampling='rank' with {where.world} processes and {stages.n_stages} stages: "
+                      "stages rotate over ranks step by step")
+    return StepTimes(time_sampler, mode, choice, stages, _accepts_stage(model) and n_model_stages > 1)
+
+# %% ../nbs/08_train.ipynb #05293626
+def prepare_run(model:nn.Module, # the denoiser to train
+                data:Tensor|Dataset|DataLoader, # the training images
+                schedule:Schedule, # the forward process
+                cfg:TrainConfig, # the settings
+                time_sampler:TimeSampler|None, # the loss's time distribution (None: the schedule's default)
+                weight:Callable|None, # omega(t) of Eq. 2 (None: 1, or EDM's weight for an `EDMPrecond`)
+                intervals:Intervals|None, # stages of the log when the model has none
+                config:dict|None, # the caller's configuration, part of the identity
+                where:Placement, # this process
+               ) -> Run:
+    "Check every setting and the checkpoint to resume before anything is written; build the state and restore it."
+    cfg.check(where.device)
+    if not isinstance(schedule, Schedule): raise TypeError(f"`schedule` must be a Schedule, got {type(schedule).__name__}")
+    stages = _stage_intervals(model, intervals)
+    times = _time_plan(model, schedule, time_sampler, cfg, stages, where)
+    if weight is None and isinstance(model, EDMPrecond): weight = model.eps_weight
+    td = TrainData(data, cfg.batch_size, cfg.seed, where.rank, where.world, cfg.num_workers)
+    identity = _identity(model, schedule, times, weight, td, cfg, where, config)
+    full = {**identity, **_jsonable(dict(iters=cfg.iters, ckpt_every=cfg.ckpt_every, log_every=cfg.log_every,
+                                         device=where.device, num_workers=td.num_workers))}
+    ck, ck_path = _find_resume(cfg.resume, cfg.ckpt_dir, identity)
+    if ck is None and cfg.ckpt_dir is not None and list_checkpoints(cfg.ckpt_dir):
+        raise ValueError(f"`ckpt_dir` {str(cfg.ckpt_dir)!r} already holds checkpoints (newest {list_checkpoints(cfg.ckpt_dir)[0].name}); "
+                         "pass resume=True to continue that run, or choose another `ckpt_dir`")
+    state = TrainState(model, cfg, td.batch_size, stages.n_stages, where)
+    if ck is not None: state.load_state_dict(ck); state.checkpoint = ck_path
+    files = RunFiles(cfg.ckpt_dir, cfg.keep, dict(intervals=stages.to_dict(), config=full, identity=identity), where)
+    files.start_log(state.history)
+    return Run(state, td, times, schedule, weight, cfg, files, full)
+
+
+def _find_resume(resume, ckpt_dir, identity) -> tuple:
+    "The validated checkpoint to resume from (or None): a given path, or the newest readable one in `ckpt_dir`."
+    if resume is False or resume is None: return None, None
+    if resume is not True:
+        ck = read_checkpoint(resume); check_compatible(ck, identity, resume)
+        return ck, Path(resume)
+    if ckpt_dir is None: raise ValueError("`resume=True` needs a `ckpt_dir` to look for checkpoints in")
+    for p in list_checkpoints(ckpt_dir):
+        try: ck = read_checkpoint(p)
+        except CheckpointError as e:
+            warnings.warn(f"skipping {e}"); continue
+        check_compatible(ck, identity, p)
+        return ck, p
+    return None, None
+
+# %% ../nbs/08_train.ipynb #7ac30476
+def _ddp(model:nn.Module, find_unused:bool|None, where:Placement) -> nn.Module:
+    "The model wrapped in DistributedDataParallel under several processes (itself otherwise)."
+    if where.world == 1: return model
+    fu = getattr(model, 'n_stages', 1) > 1 if find_unused is None else find_unused
+    return nn.parallel.DistributedDataParallel(model, device_ids=[where.device] if where.is_cuda else None, find_unused_parameters=fu)
+
+def train_loop(run:Run, # a run from `prepare_run`
+               callback:Callable[[dict], None]|None=None, # called after every step with {'step', 'loss', 'checkpoint'}
+              ) -> FitResult:
+    "Train from `run.state.step` to `cfg.iters`: times and noise, one `train_step`, then the log and checkpoints."
+    st, cfg, times, where, B = run.state, run.cfg, run.times, run.state.where, run.data.batch_size
+    net = _ddp(st.model, cfg.find_unused_parameters, where)
+    bar = tqdm(total=cfg.iters, initial=st.step, disable=not cfg.progress or where.rank != 0, desc='fit', unit='step', dynamic_ncols=True)
+    try:
+        for step, x0 in run.data.batches(st.step, cfg.iters):
+            x0 = x0.to(where.device, non_blocking=True)
+            t, model_kw = times.draw(step, B, st.gen, st.stage_gen, where)
+            noise = torch.randn((B, *x0.shape[1:]), generator=st.gen, device=where.device, dtype=x0.dtype)[where.share(B)]
+            loss, per_sample = train_step(st, net, x0, t, noise, run.schedule, run.weight, cfg, model_kw)
+            st.window.add(loss, times.stages.stage_of(t.double()).cpu(), per_sample)
+            st.step = step + 1
+            bar.update(1); bar.set_postfix(loss=f'{loss:.4f}', refresh=False)
+            if st.step % cfg.log_every == 0 or st.step == cfg.iters:
+                st.history.append(st.window.record(st.step, B, st.opt.param_groups[0]['lr'], times.edges, where.world))
+                run.files.log(st.history[-1]); st.window.reset()
+            if (cfg.ckpt_every and st.step % cfg.ckpt_every == 0) or st.step == cfg.iters: run.files.save(st)
+            if callback is not None: callback(dict(step=st.step, loss=loss, checkpoint=st.checkpoint))
+    finally: bar.close()
+    return FitResult(st.model, st.ema.model, st.history, st.step, st.checkpoint, run.files.log_path, run.config)
+
+# %% ../nbs/08_train.ipynb #6eb672c0
 def fit(model:nn.Module, # any denoiser model(x_t, t) -> eps; a multistage model exposes `.intervals`
         data:Tensor|Dataset|DataLoader, # training images (N,C,H,W) in [-1,1], a Dataset of them, or a DataLoader
         schedule:Schedule, # the noise schedule of Eq. 1
@@ -313,172 +673,12 @@ def fit(model:nn.Module, # any denoiser model(x_t, t) -> eps; a multistage model
         callback:Callable[[dict], None]|None=None, # called after every step with {'step', 'loss', 'checkpoint'}
        ) -> FitResult:
     "Train a denoiser on the eps-prediction loss (Eq. 2) with EMA, checkpoints, exact resume and optional DDP."
-    device = _default_device(device)
-    if device is None: device = next(model.parameters()).device
-    rank, world, created_group = _setup_distributed(device)
+    args = locals()
+    cfg = TrainConfig(**{f.name: args[f.name] for f in fields(TrainConfig)})
+    where, created_group = _setup_distributed(_default_device(device, model))
     try:
-        with torch.random.fork_rng(devices=[device] if torch.device(device).type == 'cuda' else []):
-            return _fit(**{k: v for k, v in locals().items() if k not in ('created_group',)})
+        with torch.random.fork_rng(devices=[where.device] if where.is_cuda else []):
+            run = prepare_run(model, data, schedule, cfg, time_sampler, weight, intervals, config, where)
+            return train_loop(run, callback)
     finally:
         if created_group: dist.destroy_process_group()
-
-# %% ../nbs/08_train.ipynb #b4a4cc12
-def _check_args(iters, lr, optimizer, warmup, grad_clip, amp, device, log_every, ckpt_every, keep):
-    for k, v in dict(iters=iters, log_every=log_every, keep=keep).items():
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1: raise ValueError(f"`{k}` must be a positive int, got {v!r}")
-    if ckpt_every is not None and (not isinstance(ckpt_every, int) or ckpt_every < 1): raise ValueError(f"`ckpt_every` must be a positive int or None, got {ckpt_every!r}")
-    if not lr > 0: raise ValueError(f"`lr` must be positive, got {lr}")
-    if optimizer not in ('adam', 'adamw'): raise ValueError(f"`optimizer` must be 'adam' or 'adamw', got {optimizer!r}")
-    if not isinstance(warmup, int) or warmup < 0: raise ValueError(f"`warmup` must be an int >= 0, got {warmup!r}")
-    if grad_clip is not None and not grad_clip > 0: raise ValueError(f"`grad_clip` must be positive or None, got {grad_clip}")
-    if amp not in (None, 'bf16', 'fp16'): raise ValueError(f"`amp` must be None, 'bf16' or 'fp16', got {amp!r}")
-    if amp == 'fp16' and torch.device(device).type != 'cuda': raise ValueError(f"`amp='fp16'` needs a CUDA device (got {device}); use amp='bf16' on CPU")
-
-def _stage_intervals(model, intervals) -> Intervals:
-    own = getattr(model, 'intervals', None)
-    if intervals is not None and not isinstance(intervals, Intervals): raise TypeError(f"`intervals` must be an Intervals, got {type(intervals).__name__}")
-    if own is not None and intervals is not None and own != intervals:
-        raise ValueError(f"`intervals` {intervals} does not match the model's intervals {own}; leave `intervals=None` to use the model's")
-    return own if own is not None else intervals if intervals is not None else Intervals([])
-
-# %% ../nbs/08_train.ipynb #91d65351
-def _fit(model, data, schedule, iters, batch_size, lr, optimizer, weight_decay, betas, warmup, grad_clip, ema_decay, ema_halflife,
-         amp, time_sampler, time_sampling, stage_choice, weight, intervals, device, seed, ckpt_dir, ckpt_every, keep, resume,
-         log_every, progress, num_workers, find_unused_parameters, config, callback, rank, world):
-    _check_args(iters, lr, optimizer, warmup, grad_clip, amp, device, log_every, ckpt_every, keep)
-    if not isinstance(schedule, Schedule): raise TypeError(f"`schedule` must be a Schedule, got {type(schedule).__name__}")
-    stages = _stage_intervals(model, intervals)
-    n_model_stages = getattr(model, 'n_stages', 1)
-    if time_sampler is None: time_sampler = LogNormalSigma(schedule) if isinstance(schedule, EDMSchedule) else UniformTime(schedule.t_min)
-    time_sampling, stage_choice = resolve_time_sampling(time_sampling, stage_choice, n_model_stages, time_sampler)
-    if time_sampling == 'rank' and world % stages.n_stages and rank == 0:
-        warnings.warn(f"time_sampling='rank' with {world} processes and {stages.n_stages} stages: stages rotate over ranks step by step")
-    if weight is None and isinstance(model, EDMPrecond): weight = model.eps_weight
-    td = TrainData(data, batch_size, seed, rank, world, num_workers)
-    masses = time_sampler.stage_masses(stages)
-    ema = EMA(model, ema_decay, ema_halflife, td.batch_size)
-    identity = _jsonable(dict(model=model_fingerprint(model), model_config=getattr(model, 'config', None), intervals=list(stages.boundaries),
-        schedule=schedule, time_sampler=time_sampler, time_sampling=time_sampling, stage_choice=stage_choice,
-        weight=getattr(weight, '__qualname__', weight), batch_size=td.batch_size, item_shape=td.item_shape, n_images=td.n,
-        optimizer=optimizer, lr=lr, weight_decay=weight_decay, betas=betas, warmup=warmup, grad_clip=grad_clip, ema_beta=ema.beta,
-        amp=amp, seed=seed, world_size=world, user=config))
-    full_config = {**identity, **_jsonable(dict(iters=iters, ckpt_every=ckpt_every, log_every=log_every, device=device, num_workers=td.num_workers))}
-    ck, ck_path = _find_resume(resume, ckpt_dir, identity)
-    if ck is None and ckpt_dir is not None and list_checkpoints(ckpt_dir):
-        raise ValueError(f"`ckpt_dir` {str(ckpt_dir)!r} already holds checkpoints (newest {list_checkpoints(ckpt_dir)[0].name}); "
-                         "pass resume=True to continue that run, or choose another `ckpt_dir`")
-    return _train_loop(model, ema, td, schedule, time_sampler, time_sampling, stage_choice, masses, stages, weight, iters, lr, optimizer,
-                       weight_decay, betas, warmup, grad_clip, amp, device, seed, ckpt_dir, ckpt_every, keep, log_every, progress,
-                       find_unused_parameters, n_model_stages, identity, full_config, ck, ck_path, callback, rank, world)
-
-def _find_resume(resume, ckpt_dir, identity) -> tuple:
-    "The validated checkpoint to resume from (or None): a given path, or the newest readable one in `ckpt_dir`."
-    if resume is False or resume is None: return None, None
-    if resume is not True:
-        ck = read_checkpoint(resume); check_compatible(ck, identity, resume)
-        return ck, Path(resume)
-    if ckpt_dir is None: raise ValueError("`resume=True` needs a `ckpt_dir` to look for checkpoints in")
-    for p in list_checkpoints(ckpt_dir):
-        try: ck = read_checkpoint(p)
-        except CheckpointError as e:
-            warnings.warn(f"skipping {e}"); continue
-        check_compatible(ck, identity, p)
-        return ck, p
-    return None, None
-
-# %% ../nbs/08_train.ipynb #f68517e5
-def _train_loop(model, ema, td, schedule, time_sampler, time_sampling, stage_choice, masses, stages, weight, iters, lr, optimizer,
-                weight_decay, betas, warmup, grad_clip, amp, device, seed, ckpt_dir, ckpt_every, keep, log_every, progress,
-                find_unused_parameters, n_model_stages, identity, full_config, ck, ck_path, callback, rank, world):
-    model.to(device).train(); ema.model.to(device)
-    Opt = torch.optim.AdamW if optimizer == 'adamw' else torch.optim.Adam
-    opt = Opt(model.parameters(), lr=lr, betas=tuple(betas), weight_decay=weight_decay)
-    scaler = torch.amp.GradScaler('cuda') if amp == 'fp16' else None
-    gen = torch.Generator(device).manual_seed(_mix(seed, 'noise'))  # same stream on every rank
-    stage_gen = torch.Generator().manual_seed(_mix(seed, 'stage'))
-    torch.manual_seed(_mix(seed, 'torch', rank))  # inside fit's fork_rng: restored when fit returns
-    step, history = 0, []
-    if ck is not None:
-        model.load_state_dict(ck['model']); ema.model.load_state_dict(ck['ema']); opt.load_state_dict(ck['optimizer'])
-        if scaler is not None and 'scaler' in ck: scaler.load_state_dict(ck['scaler'])
-        _set_rng_state(ck['rng']['ranks'][rank], gen, stage_gen, device)
-        if rank == 0: _set_numpy_state(ck['rng']['numpy']); random.setstate(ck['rng']['python'])
-        step, history = int(ck['step']), list(ck.get('history', []))
-    log_path = Path(ckpt_dir) / 'log.jsonl' if ckpt_dir is not None else None
-    if rank == 0 and log_path is not None:
-        atomic_write(log_path, ''.join(json.dumps(r) + '\n' for r in history))  # drops lines written after the resumed step
-    ddp_model = model
-    if world > 1:
-        fu = n_model_stages > 1 if find_unused_parameters is None else find_unused_parameters
-        ddp_model = nn.parallel.DistributedDataParallel(model, device_ids=[device] if torch.device(device).type == 'cuda' else None, find_unused_parameters=fu)
-    pass_stage = _accepts_stage(model)
-    autocast = (lambda: torch.autocast(torch.device(device).type, dtype=torch.bfloat16 if amp == 'bf16' else torch.float16)) if amp else nullcontext
-    win = dict(loss=0., n=0, stage_sum=torch.zeros(stages.n_stages, dtype=torch.float64), stage_n=torch.zeros(stages.n_stages, dtype=torch.float64), t0=time.perf_counter(), steps=0)
-    if ck is not None and 'window' in ck: win.update({k: (v.clone() if isinstance(v, Tensor) else v) for k, v in ck['window'].items()}, t0=time.perf_counter())
-    last_ckpt = ck_path
-    def save(step):
-        nonlocal last_ckpt
-        states = [None] * world
-        own = _rng_state(gen, stage_gen, device)
-        if world > 1: dist.all_gather_object(states, {k: v.cpu() for k, v in own.items()})
-        else: states = [own]
-        if rank != 0: return
-        path = checkpoint_path(ckpt_dir, step)
-        payload = dict(format=CKPT_FORMAT, step=step, model=model.state_dict(), ema=ema.model.state_dict(), optimizer=opt.state_dict(),
-                       rng=dict(ranks=states, numpy=_numpy_state(), python=random.getstate()), intervals=stages.to_dict(),
-                       config=full_config, identity=identity, history=history,
-                       window={k: v for k, v in win.items() if k != 't0'})
-        if scaler is not None: payload['scaler'] = scaler.state_dict()
-        atomic_torch_save(payload, path)
-        for old in list_checkpoints(ckpt_dir)[keep:]: old.unlink(missing_ok=True)
-        last_ckpt = path
-    bar = tqdm(total=iters, initial=step, disable=not progress or rank != 0, desc='fit', unit='step', dynamic_ncols=True)
-    edges, done = stages.edges, step
-    try:
-        for step, x0 in td.batches(step, iters):
-            x0 = x0.to(device, non_blocking=True)
-            kw = {}
-            B, mine = td.batch_size, slice(rank * td.local_batch, (rank + 1) * td.local_batch)
-            if time_sampling == 'mixed': t = time_sampler(B, gen, device)[mine]
-            else:
-                k = pick_stage(step, time_sampling, stage_choice, masses, stage_gen, rank, world)
-                t = time_sampler(B, gen, device, lo=edges[k], hi=edges[k + 1])[mine]
-                if pass_stage and n_model_stages > 1: kw['stage'] = k
-            noise = torch.randn((B, *x0.shape[1:]), generator=gen, device=device, dtype=x0.dtype)[mine]
-            with autocast(): per_sample = eps_loss(ddp_model, x0, t, schedule, noise, weight=weight, **kw)
-            loss = per_sample.mean()
-            opt.zero_grad(set_to_none=True)
-            (scaler.scale(loss) if scaler is not None else loss).backward()
-            if scaler is not None: scaler.unscale_(opt)
-            gnorm = nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip is not None else float('inf'))
-            mean_loss = _all_reduce(loss.detach().float().clone(), world).item() / world
-            if not math.isfinite(mean_loss) or (scaler is None and not torch.isfinite(gnorm)):
-                where = f"the last good checkpoint is {str(last_ckpt)!r}" if last_ckpt else "no checkpoint was written before it"
-                raise TrainingDiverged(f"training diverged at step {step + 1}: loss {mean_loss}, gradient norm {gnorm.item()}; "
-                                       f"the weights were not updated at this step, {where}. Try a lower `lr`, `grad_clip` or warm-up.")
-            for g_ in opt.param_groups: g_['lr'] = lr * min(1., (step + 1) / warmup) if warmup else lr
-            if scaler is not None: scaler.step(opt); scaler.update()
-            else: opt.step()
-            ema.update(model)
-            with torch.no_grad():
-                st = stages.stage_of(t.detach().double()).cpu()
-                win['stage_sum'] += torch.bincount(st, weights=per_sample.detach().double().cpu(), minlength=stages.n_stages)
-                win['stage_n'] += torch.bincount(st, minlength=stages.n_stages).double()
-            win['loss'] += mean_loss; win['n'] += 1; win['steps'] += 1
-            done = step + 1
-            bar.update(1); bar.set_postfix(loss=f'{mean_loss:.4f}', refresh=False)
-            if done % log_every == 0 or done == iters:
-                history.append(_log_record(done, win, td.batch_size, opt.param_groups[0]['lr'], edges, world))
-                if rank == 0 and log_path is not None:
-                    with open(log_path, 'a') as f: f.write(json.dumps(history[-1]) + '\n')
-                win.update(loss=0., n=0, stage_sum=torch.zeros_like(win['stage_sum']), stage_n=torch.zeros_like(win['stage_n']), t0=time.perf_counter(), steps=0)
-            if ckpt_dir is not None and ((ckpt_every and done % ckpt_every == 0) or done == iters): save(done)
-            if callback is not None: callback(dict(step=done, loss=mean_loss, checkpoint=last_ckpt))
-    finally: bar.close()
-    return FitResult(model, ema.model, history, done, last_ckpt, log_path, full_config)
-
-def _log_record(step, win, batch_size, lr, edges, world) -> dict:
-    s, n = _all_reduce(win['stage_sum'].clone(), world), _all_reduce(win['stage_n'].clone(), world)
-    dt = time.perf_counter() - win['t0']
-    return dict(step=step, loss=win['loss'] / max(win['n'], 1), stage_loss=[(a / b) if b else None for a, b in zip(s.tolist(), n.tolist())],
-                stage_count=[int(b) for b in n.tolist()], edges=list(edges), lr=lr, img_per_s=win['steps'] * batch_size / max(dt, 1e-9))

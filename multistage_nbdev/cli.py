@@ -5,54 +5,16 @@
 # %% ../nbs/11_cli.ipynb #42202dfb
 from __future__ import annotations
 import ast, sys
-from functools import wraps
 from pathlib import Path
-from fastcore.script import anno_parser, Param, store_true
+from fastcore.script import Param, store_true
+from .console import parse_cli, UserError, console_command
 from .schedules import Schedule, VPSchedule, EDMSchedule
 from .clustering import Intervals, SCHEDULES, get_schedule, run_clustering
 from .losses import EDMPrecond
 from .train import fit, read_checkpoint, list_checkpoints, CheckpointError, TrainingDiverged
 
 # %% auto #0
-__all__ = ['parse_cli', 'UserError', 'console_command', 'make_schedule', 'parse_overrides', 'load_images', 'choose_intervals',
-           'train_cli', 'cluster_cli']
-
-# %% ../nbs/11_cli.ipynb #1a29e0e4
-def _underscored(argv:list) -> list:
-    "Accept `--option-name` for fastcore's `--option_name` (values are left alone)."
-    out = []
-    for a in argv:
-        if a.startswith('--'):
-            name, eq, val = a[2:].partition('=')
-            neg = 'no-' if name.startswith('no-') else ''  # fastcore's negated flags keep their dash: --no-progress
-            a = '--' + neg + name[len(neg):].replace('-', '_') + eq + val
-        out.append(a)
-    return out
-
-def parse_cli(func, # a function with docments, as for fastcore's `call_parse`
-              argv:list, # the command-line arguments (without the program name)
-              prog:str|None=None, # program name shown in `--help`
-             ) -> dict: # keyword arguments for `func`
-    "Parse `argv` into `func`'s keyword arguments with fastcore's `anno_parser`."
-    args = vars(anno_parser(func, prog=prog).parse_args(_underscored(argv)))
-    args.pop('pdb', None); args.pop('xtra', None)
-    return args
-
-class UserError(Exception):
-    "An error the command reports as one line (exit status 2)."
-
-def console_command(prog:str): # the installed command's name
-    "Make `func` a console entry point: called without arguments it parses `sys.argv`; with arguments it is `func`."
-    def deco(func):
-        @wraps(func)
-        def cmd(*args, **kwargs):
-            if args or kwargs: return func(*args, **kwargs)
-            try: func(**parse_cli(func, sys.argv[1:], prog))
-            except UserError as e:
-                print(f"{prog}: error: {e}", file=sys.stderr)
-                sys.exit(2)
-        return cmd
-    return deco
+__all__ = ['make_schedule', 'parse_overrides', 'load_images', 'choose_intervals', 'train_cli', 'cluster_cli']
 
 # %% ../nbs/11_cli.ipynb #80e014ae
 def make_schedule(name:str, # 'vp-linear', 'vp-cosine' or 'edm'

@@ -241,7 +241,7 @@ class FitResult:
     @property
     def final_loss(self) -> float|None: return self.history[-1]['loss'] if self.history else None
 
-# %% ../nbs/08_train.ipynb #7d874981
+# %% ../nbs/08_train.ipynb #433e9959
 @dataclass(frozen=True)
 class Placement:
     "Where a run executes: its device and, under `torchrun`, this process's rank among `world` processes."
@@ -271,7 +271,7 @@ def _all_reduce(x:Tensor, world_size:int) -> Tensor:
     if world_size > 1: dist.all_reduce(x)
     return x
 
-# %% ../nbs/08_train.ipynb #75e426ed
+# %% ../nbs/08_train.ipynb #c6232c25
 @dataclass
 class TrainConfig:
     "The settings of a `fit` run that are not tensors or callables (see `fit` for each one's meaning)."
@@ -318,7 +318,7 @@ class TrainConfig:
         "The learning rate with linear warm-up over the first `warmup` steps."
         return self.lr * min(1., (step + 1) / self.warmup) if self.warmup else self.lr
 
-# %% ../nbs/08_train.ipynb #bf9a1a69
+# %% ../nbs/08_train.ipynb #91eef7a0
 class StepTimes:
     "How every step draws its times: from the full distribution ('mixed') or from one stage ('stage', 'rank')."
     def __init__(self,
@@ -345,7 +345,7 @@ class StepTimes:
         t = self.sampler(batch_size, gen, where.device, lo=self.edges[k], hi=self.edges[k + 1])[mine]
         return t, ({'stage': k} if self.pass_stage else {})
 
-# %% ../nbs/08_train.ipynb #7df70f53
+# %% ../nbs/08_train.ipynb #8e37182a
 class LossWindow:
     "Sums of the loss, overall and per stage, since the last log record."
     def __init__(self, n_stages:int): # number of stages of the log
@@ -380,7 +380,7 @@ class LossWindow:
         self.loss, self.n, self.steps = s['loss'], s['n'], s['steps']
         self.stage_sum, self.stage_n, self.t0 = s['stage_sum'].clone(), s['stage_n'].clone(), time.perf_counter()
 
-# %% ../nbs/08_train.ipynb #777feb9b
+# %% ../nbs/08_train.ipynb #d8ded0d0
 class TrainState:
     "Everything a run changes as it trains: weights, EMA, optimizer, AMP scaler, random streams, step, log history."
     def __init__(self,
@@ -426,13 +426,13 @@ class TrainState:
         self.step, self.history = int(ck['step']), list(ck.get('history', []))
         if 'window' in ck: self.window.load_state_dict(ck['window'])
 
-# %% ../nbs/08_train.ipynb #f980db51
+# %% ../nbs/08_train.ipynb #124ffde0
 def _autocast(amp:str|None, device:torch.device):
     "Mixed-precision autocast for 'bf16' or 'fp16', or nothing."
     if not amp: return nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16 if amp == 'bf16' else torch.float16)
 
-# %% ../nbs/08_train.ipynb #a56e648a
+# %% ../nbs/08_train.ipynb #64adbf30
 def train_step(state:TrainState, # weights, EMA, optimizer and scaler to update
                net:nn.Module, # the model to call: `state.model`, or its DDP wrapper
                x0:Tensor, # this rank's clean images, (B/W,C,H,W)
@@ -465,7 +465,7 @@ def train_step(state:TrainState, # weights, EMA, optimizer and scaler to update
     state.ema.update(state.model)
     return mean_loss, per_sample.detach()
 
-# %% ../nbs/08_train.ipynb #046403f6
+# %% ../nbs/08_train.ipynb #1b059e21
 class RunFiles:
     "A run's folder: the JSONL log and the checkpoints, written by rank 0 (all ranks join the gathering of random states)."
     def __init__(self,
@@ -500,7 +500,7 @@ class RunFiles:
         for old in list_checkpoints(self.dir)[self.keep:]: old.unlink(missing_ok=True)
         state.checkpoint = path
 
-# %% ../nbs/08_train.ipynb #d7e087fa
+# %% ../nbs/08_train.ipynb #1d49aff6
 def _unwrap(model): return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 def _accepts_stage(model) -> bool:
@@ -521,7 +521,7 @@ def _jsonable(v):
     if isinstance(v, Path): return str(v)
     return repr(v)
 
-# %% ../nbs/08_train.ipynb #32d93651
+# %% ../nbs/08_train.ipynb #4fe3bd85
 def _stage_intervals(model, intervals) -> Intervals:
     own = getattr(model, 'intervals', None)
     if intervals is not None and not isinstance(intervals, Intervals): raise TypeError(f"`intervals` must be an Intervals, got {type(intervals).__name__}")
@@ -529,7 +529,7 @@ def _stage_intervals(model, intervals) -> Intervals:
         raise ValueError(f"`intervals` {intervals} does not match the model's intervals {own}; leave `intervals=None` to use the model's")
     return own if own is not None else intervals if intervals is not None else Intervals([])
 
-# %% ../nbs/08_train.ipynb #80c032bc
+# %% ../nbs/08_train.ipynb #e91ce7a8
 @dataclass
 class Run:
     "A checked, ready training run: what `train_loop` needs (restored from a checkpoint when resuming)."
@@ -561,7 +561,7 @@ def _time_plan(model, schedule, time_sampler, cfg:TrainConfig, stages:Intervals,
                       "stages rotate over ranks step by step")
     return StepTimes(time_sampler, mode, choice, stages, _accepts_stage(model) and n_model_stages > 1)
 
-# %% ../nbs/08_train.ipynb #05293626
+# %% ../nbs/08_train.ipynb #4409e1a5
 def prepare_run(model:nn.Module, # the denoiser to train
                 data:Tensor|Dataset|DataLoader, # the training images
                 schedule:Schedule, # the forward process
@@ -608,7 +608,7 @@ def _find_resume(resume, ckpt_dir, identity) -> tuple:
         return ck, p
     return None, None
 
-# %% ../nbs/08_train.ipynb #7ac30476
+# %% ../nbs/08_train.ipynb #a71fff2c
 def _ddp(model:nn.Module, find_unused:bool|None, where:Placement) -> nn.Module:
     "The model wrapped in DistributedDataParallel under several processes (itself otherwise)."
     if where.world == 1: return model
@@ -639,7 +639,7 @@ def train_loop(run:Run, # a run from `prepare_run`
     finally: bar.close()
     return FitResult(st.model, st.ema.model, st.history, st.step, st.checkpoint, run.files.log_path, run.config)
 
-# %% ../nbs/08_train.ipynb #6eb672c0
+# %% ../nbs/08_train.ipynb #f0895648
 def fit(model:nn.Module, # any denoiser model(x_t, t) -> eps; a multistage model exposes `.intervals`
         data:Tensor|Dataset|DataLoader, # training images (N,C,H,W) in [-1,1], a Dataset of them, or a DataLoader
         schedule:Schedule, # the noise schedule of Eq. 1

@@ -39,16 +39,19 @@ def collate_images(items:list, # dataset items: image tensors (C,H,W) or (image,
                   ) -> Tensor: # (B,C,H,W)
     "Stack the images of dataset items (tensors or `(image, ...)` tuples), with a clear error for mixed sizes."
     imgs = [_image_of(it) for it in items]
-    if not all(isinstance(x, Tensor) for x in imgs): raise TypeError(f"dataset items must be image tensors or (image, ...) tuples, got {type(imgs[0]).__name__}")
+    if not all(isinstance(x, Tensor) for x in imgs):
+        raise TypeError(f"dataset items must be image tensors or (image, ...) tuples, got {type(imgs[0]).__name__}")
     shapes = {tuple(x.shape) for x in imgs}
-    if len(shapes) > 1: raise ValueError(f"the dataset holds images of mixed sizes {sorted(shapes)}; resize them to one size (e.g. `get_dataset(..., size=16)`)")
+    if len(shapes) > 1:
+        raise ValueError(f"the dataset holds images of mixed sizes {sorted(shapes)}; resize them to one size (e.g. "
+                         "`get_dataset(..., size=16)`)")
     return torch.stack(imgs)
 
 # %% ../nbs/08_train.ipynb #c8f65970
 class TrainData:
     "Training images and the deterministic, step-indexed batch order of `fit`."
     def __init__(self,
-                 data:Tensor|Dataset|DataLoader, # images (N,C,H,W), a Dataset of images / (image, ...) tuples, or a DataLoader
+                 data:Tensor|Dataset|DataLoader, # (N,C,H,W) images, a Dataset of images or (image, ...), a DataLoader
                  batch_size:int|None, # global batch size (all ranks together); None takes a DataLoader's
                  seed:int=0, # fixes the order of every epoch
                  rank:int=0, # this process's rank
@@ -60,14 +63,21 @@ class TrainData:
             data, batch_size = loader.dataset, batch_size or loader.batch_size
             num_workers = loader.num_workers if num_workers is None else num_workers
         if isinstance(data, Tensor):
-            if data.dim() != 4 or not data.is_floating_point(): raise ValueError(f"`data` as a tensor must be float (N,C,H,W), got {data.dtype} {tuple(data.shape)}")
-        elif not isinstance(data, Dataset): raise TypeError(f"`data` must be a tensor, a Dataset or a DataLoader, got {type(data).__name__}")
+            if data.dim() != 4 or not data.is_floating_point():
+                raise ValueError(f"`data` as a tensor must be float (N,C,H,W), got {data.dtype} {tuple(data.shape)}")
+        elif not isinstance(data, Dataset):
+            raise TypeError(f"`data` must be a tensor, a Dataset or a DataLoader, got {type(data).__name__}")
         n = len(data)
         if n == 0: raise ValueError("`data` is empty: the dataset holds no images")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1: raise ValueError(f"`batch_size` must be a positive int, got {batch_size!r}")
-        if batch_size > n: raise ValueError(f"`batch_size` ({batch_size}) is larger than the dataset ({n} images); use a batch size <= {n}")
-        if batch_size % world_size: raise ValueError(f"`batch_size` ({batch_size}) must be divisible by the number of processes ({world_size})")
-        self.data, self.n, self.batch_size, self.seed, self.rank, self.world_size = data, n, batch_size, int(seed), rank, world_size
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"`batch_size` must be a positive int, got {batch_size!r}")
+        if batch_size > n:
+            raise ValueError(f"`batch_size` ({batch_size}) is larger than the dataset ({n} images); use a batch size "
+                             f"<= {n}")
+        if batch_size % world_size:
+            raise ValueError(f"`batch_size` ({batch_size}) must be divisible by the number of processes ({world_size})")
+        self.data, self.n, self.batch_size, self.seed = data, n, batch_size, int(seed)
+        self.rank, self.world_size = rank, world_size
         self.num_workers, self._perm = int(num_workers or 0), (None, None)
         self.item_shape = tuple((data[0] if isinstance(data, Tensor) else collate_images([data[0]])[0]).shape)
 
@@ -79,7 +89,9 @@ class TrainData:
     def indices(self, step:int) -> Tensor:
         "Dataset indices of this rank's share of the global batch of `step`, (local_batch,)."
         epoch, pos = divmod(step, self.steps_per_epoch)
-        if self._perm[0] != epoch: self._perm = (epoch, torch.randperm(self.n, generator=torch.Generator().manual_seed(_mix(self.seed, 'epoch', epoch))))
+        if self._perm[0] != epoch:
+            g = torch.Generator().manual_seed(_mix(self.seed, 'epoch', epoch))
+            self._perm = (epoch, torch.randperm(self.n, generator=g))
         start = pos * self.batch_size + self.rank * self.local_batch
         return self._perm[1][start:start + self.local_batch]
 
@@ -146,16 +158,20 @@ def read_checkpoint(path:str|Path, # a checkpoint file written by `fit`
                    ) -> dict:
     "Load a training checkpoint safely (`weights_only=True`); raise `CheckpointError` if it is torn or not ours."
     try: ck = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e: raise CheckpointError(f"checkpoint {str(path)!r} cannot be read (torn, truncated or not a torch file): {type(e).__name__}: {e}") from None
+    except Exception as e:
+        raise CheckpointError(f"checkpoint {str(path)!r} cannot be read (torn, truncated or not a torch file): "
+                              f"{type(e).__name__}: {e}") from None
     if not isinstance(ck, dict) or ck.get('format') != CKPT_FORMAT:
-        raise CheckpointError(f"{str(path)!r} is not a multistage_nbdev training checkpoint (expected format {CKPT_FORMAT!r})")
+        raise CheckpointError(f"{str(path)!r} is not a multistage_nbdev training checkpoint (expected format "
+                              f"{CKPT_FORMAT!r})")
     missing = {'step', 'model', 'ema', 'optimizer', 'rng', 'config', 'identity'} - set(ck)
     if missing: raise CheckpointError(f"checkpoint {str(path)!r} lacks {sorted(missing)}")
     return ck
 
 def _config_diff(saved:dict, now:dict) -> list:
     keys = sorted(set(saved) | set(now))
-    return [f"{k}: {saved.get(k)!r} in the checkpoint vs {now.get(k)!r} now" for k in keys if saved.get(k) != now.get(k)]
+    return [f"{k}: {saved.get(k)!r} in the checkpoint vs {now.get(k)!r} now"
+            for k in keys if saved.get(k) != now.get(k)]
 
 def check_compatible(ck:dict, # a checkpoint read by `read_checkpoint`
                      identity:dict, # the settings of the run that wants to resume
@@ -163,14 +179,17 @@ def check_compatible(ck:dict, # a checkpoint read by `read_checkpoint`
                     ):
     "Raise `CheckpointError` naming every setting in which checkpoint `ck` differs from this run."
     diff = _config_diff(ck['identity'], identity)
-    if diff: raise CheckpointError(f"checkpoint {str(path)!r} comes from another configuration; refusing to resume:\n  " + "\n  ".join(diff))
+    if diff: raise CheckpointError(f"checkpoint {str(path)!r} comes from another configuration; refusing to resume:\n  "
+                                   + "\n  ".join(diff))
 
 # %% ../nbs/08_train.ipynb #87f3a067
 def _numpy_state() -> dict:
     name, keys, pos, has_gauss, gauss = np.random.get_state()
-    return {'keys': torch.from_numpy(keys.astype(np.int64)), 'pos': int(pos), 'has_gauss': int(has_gauss), 'gauss': float(gauss)}
+    return {'keys': torch.from_numpy(keys.astype(np.int64)), 'pos': int(pos), 'has_gauss': int(has_gauss),
+            'gauss': float(gauss)}
 
-def _set_numpy_state(s:dict): np.random.set_state(('MT19937', s['keys'].numpy().astype(np.uint32), s['pos'], s['has_gauss'], s['gauss']))
+def _set_numpy_state(s:dict): np.random.set_state(('MT19937', s['keys'].numpy().astype(np.uint32), s['pos'],
+                                                   s['has_gauss'], s['gauss']))
 
 # %% ../nbs/08_train.ipynb #f7fa9e8a
 TIME_SAMPLING = ('auto', 'mixed', 'stage', 'rank')
@@ -182,8 +201,10 @@ def resolve_time_sampling(time_sampling:str, # one of TIME_SAMPLING
                           sampler:TimeSampler, # the loss's time distribution
                          ) -> tuple[str, str]: # the concrete (time_sampling, stage_choice)
     "Turn 'auto' into the paper's behaviour (see above)."
-    if time_sampling not in TIME_SAMPLING: raise ValueError(f"`time_sampling` must be one of {TIME_SAMPLING}, got {time_sampling!r}")
-    if stage_choice not in STAGE_CHOICE: raise ValueError(f"`stage_choice` must be one of {STAGE_CHOICE}, got {stage_choice!r}")
+    if time_sampling not in TIME_SAMPLING:
+        raise ValueError(f"`time_sampling` must be one of {TIME_SAMPLING}, got {time_sampling!r}")
+    if stage_choice not in STAGE_CHOICE:
+        raise ValueError(f"`stage_choice` must be one of {STAGE_CHOICE}, got {stage_choice!r}")
     if time_sampling == 'auto': time_sampling = 'stage' if n_model_stages > 1 else 'mixed'
     if stage_choice == 'auto': stage_choice = 'mass' if isinstance(sampler, LogNormalSigma) else 'uniform'
     return time_sampling, stage_choice
@@ -199,7 +220,8 @@ def pick_stage(step:int, # global step
     "The stage a step trains, for one-stage-per-step sampling."
     n = len(masses)
     if mode == 'rank': return (rank + step * world_size) % n
-    probs = torch.tensor(masses, dtype=torch.float64) if choice == 'mass' else torch.tensor([float(m > 0) for m in masses], dtype=torch.float64)
+    weights = masses if choice == 'mass' else [float(m > 0) for m in masses]
+    probs = torch.tensor(weights, dtype=torch.float64)
     return int(torch.multinomial(probs, 1, generator=generator))
 
 # %% ../nbs/08_train.ipynb #36fab5c2
@@ -262,7 +284,8 @@ def _default_device(device, model:nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 def _setup_distributed(device:torch.device) -> tuple[Placement, bool]: # (placement, whether we created the group)
-    if dist.is_available() and dist.is_initialized(): return Placement(device, dist.get_rank(), dist.get_world_size()), False
+    if dist.is_available() and dist.is_initialized():
+        return Placement(device, dist.get_rank(), dist.get_world_size()), False
     if int(os.environ.get('WORLD_SIZE', '1')) <= 1: return Placement(device), False
     dist.init_process_group('nccl' if device.type == 'cuda' else 'gloo')
     return Placement(device, dist.get_rank(), dist.get_world_size()), True
@@ -302,15 +325,19 @@ class TrainConfig:
         "Raise a `ValueError` naming the first setting that cannot work (on `device`)."
         for k in ('iters', 'log_every', 'keep'):
             v = getattr(self, k)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1: raise ValueError(f"`{k}` must be a positive int, got {v!r}")
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"`{k}` must be a positive int, got {v!r}")
         if self.ckpt_every is not None and (not isinstance(self.ckpt_every, int) or self.ckpt_every < 1):
             raise ValueError(f"`ckpt_every` must be a positive int or None, got {self.ckpt_every!r}")
         if not self.lr > 0: raise ValueError(f"`lr` must be positive, got {self.lr}")
-        if self.optimizer not in ('adam', 'adamw'): raise ValueError(f"`optimizer` must be 'adam' or 'adamw', got {self.optimizer!r}")
-        if not isinstance(self.warmup, int) or self.warmup < 0: raise ValueError(f"`warmup` must be an int >= 0, got {self.warmup!r}")
+        if self.optimizer not in ('adam', 'adamw'):
+            raise ValueError(f"`optimizer` must be 'adam' or 'adamw', got {self.optimizer!r}")
+        if not isinstance(self.warmup, int) or self.warmup < 0:
+            raise ValueError(f"`warmup` must be an int >= 0, got {self.warmup!r}")
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ValueError(f"`grad_clip` must be positive or None, got {self.grad_clip}")
-        if self.amp not in (None, 'bf16', 'fp16'): raise ValueError(f"`amp` must be None, 'bf16' or 'fp16', got {self.amp!r}")
+        if self.amp not in (None, 'bf16', 'fp16'):
+            raise ValueError(f"`amp` must be None, 'bf16' or 'fp16', got {self.amp!r}")
         if self.amp == 'fp16' and device.type != 'cuda':
             raise ValueError(f"`amp='fp16'` needs a CUDA device (got {device}); use amp='bf16' on CPU")
 
@@ -419,7 +446,8 @@ class TrainState:
 
     def load_state_dict(self, ck:dict): # a checkpoint read by `read_checkpoint`
         "Continue from checkpoint `ck` exactly: weights, optimizer, this rank's random streams, step, log and window."
-        self.model.load_state_dict(ck['model']); self.ema.model.load_state_dict(ck['ema']); self.opt.load_state_dict(ck['optimizer'])
+        self.model.load_state_dict(ck['model']); self.ema.model.load_state_dict(ck['ema'])
+        self.opt.load_state_dict(ck['optimizer'])
         if self.scaler is not None and 'scaler' in ck: self.scaler.load_state_dict(ck['scaler'])
         self.set_rng_state(ck['rng']['ranks'][self.where.rank])
         if self.where.rank == 0: _set_numpy_state(ck['rng']['numpy']); random.setstate(ck['rng']['python'])
@@ -451,12 +479,14 @@ def train_step(state:TrainState, # weights, EMA, optimizer and scaler to update
     state.opt.zero_grad(set_to_none=True)
     (scaler.scale(loss) if scaler is not None else loss).backward()
     if scaler is not None: scaler.unscale_(state.opt)
-    gnorm = nn.utils.clip_grad_norm_(state.model.parameters(), cfg.grad_clip if cfg.grad_clip is not None else float('inf'))
+    gnorm = nn.utils.clip_grad_norm_(state.model.parameters(),
+                                     cfg.grad_clip if cfg.grad_clip is not None else float('inf'))
     mean_loss = _all_reduce(loss.detach().float().clone(), where.world).item() / where.world
     if not math.isfinite(mean_loss) or (scaler is None and not torch.isfinite(gnorm)):
         last = state.checkpoint
         where_last = f"the last good checkpoint is {str(last)!r}" if last else "no checkpoint was written before it"
-        raise TrainingDiverged(f"training diverged at step {state.step + 1}: loss {mean_loss}, gradient norm {gnorm.item()}; "
+        raise TrainingDiverged(f"training diverged at step {state.step + 1}: loss {mean_loss}, "
+                               f"gradient norm {gnorm.item()}; "
                                f"the weights were not updated at this step, {where_last}. "
                                "Try a lower `lr`, `grad_clip` or warm-up.")
     for g in state.opt.param_groups: g['lr'] = cfg.lr_at(state.step)
@@ -467,14 +497,15 @@ def train_step(state:TrainState, # weights, EMA, optimizer and scaler to update
 
 # %% ../nbs/08_train.ipynb #1b059e21
 class RunFiles:
-    "A run's folder: the JSONL log and the checkpoints, written by rank 0 (all ranks join the gathering of random states)."
+    "A run's folder: the JSONL log and the checkpoints, written by rank 0 (all ranks gather their random states)."
     def __init__(self,
                  ckpt_dir:str|Path|None, # the folder (None: nothing is written)
                  keep:int, # how many newest checkpoints to keep
                  meta:dict, # what every checkpoint records besides the state: intervals, config, identity
                  where:Placement, # this process
                 ):
-        self.dir, self.keep, self.meta, self.where = (Path(ckpt_dir) if ckpt_dir is not None else None), keep, meta, where
+        self.dir = Path(ckpt_dir) if ckpt_dir is not None else None
+        self.keep, self.meta, self.where = keep, meta, where
         self.log_path = self.dir / 'log.jsonl' if self.dir is not None else None
         self.writes = self.dir is not None and where.rank == 0
 
@@ -524,9 +555,11 @@ def _jsonable(v):
 # %% ../nbs/08_train.ipynb #4fe3bd85
 def _stage_intervals(model, intervals) -> Intervals:
     own = getattr(model, 'intervals', None)
-    if intervals is not None and not isinstance(intervals, Intervals): raise TypeError(f"`intervals` must be an Intervals, got {type(intervals).__name__}")
+    if intervals is not None and not isinstance(intervals, Intervals):
+        raise TypeError(f"`intervals` must be an Intervals, got {type(intervals).__name__}")
     if own is not None and intervals is not None and own != intervals:
-        raise ValueError(f"`intervals` {intervals} does not match the model's intervals {own}; leave `intervals=None` to use the model's")
+        raise ValueError(f"`intervals` {intervals} does not match the model's intervals {own}; leave `intervals=None` "
+                         "to use the model's")
     return own if own is not None else intervals if intervals is not None else Intervals([])
 
 # %% ../nbs/08_train.ipynb #e91ce7a8
@@ -545,16 +578,19 @@ class Run:
 def _identity(model, schedule, times:StepTimes, weight, td:TrainData, cfg:TrainConfig, where:Placement, config) -> dict:
     "What a checkpoint must share with a run that resumes it."
     return _jsonable(dict(
-        model=model_fingerprint(model), model_config=getattr(model, 'config', None), intervals=list(times.stages.boundaries),
+        model=model_fingerprint(model), model_config=getattr(model, 'config', None),
+        intervals=list(times.stages.boundaries),
         schedule=schedule, time_sampler=times.sampler, time_sampling=times.mode, stage_choice=times.choice,
-        weight=getattr(weight, '__qualname__', weight), batch_size=td.batch_size, item_shape=td.item_shape, n_images=td.n,
+        weight=getattr(weight, '__qualname__', weight), batch_size=td.batch_size, item_shape=td.item_shape,
+        n_images=td.n,
         optimizer=cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas, warmup=cfg.warmup,
         grad_clip=cfg.grad_clip, ema_beta=ema_beta(cfg.ema_decay, cfg.ema_halflife, td.batch_size), amp=cfg.amp,
         seed=cfg.seed, world_size=where.world, user=config))
 
 def _time_plan(model, schedule, time_sampler, cfg:TrainConfig, stages:Intervals, where:Placement) -> StepTimes:
     n_model_stages = getattr(model, 'n_stages', 1)
-    if time_sampler is None: time_sampler = LogNormalSigma(schedule) if isinstance(schedule, EDMSchedule) else UniformTime(schedule.t_min)
+    if time_sampler is None:
+        time_sampler = LogNormalSigma(schedule) if isinstance(schedule, EDMSchedule) else UniformTime(schedule.t_min)
     mode, choice = resolve_time_sampling(cfg.time_sampling, cfg.stage_choice, n_model_stages, time_sampler)
     if mode == 'rank' and where.world % stages.n_stages and where.rank == 0:
         warnings.warn(f"time_sampling='rank' with {where.world} processes and {stages.n_stages} stages: "
@@ -574,7 +610,8 @@ def prepare_run(model:nn.Module, # the denoiser to train
                ) -> Run:
     "Check every setting and the checkpoint to resume before anything is written; build the state and restore it."
     cfg.check(where.device)
-    if not isinstance(schedule, Schedule): raise TypeError(f"`schedule` must be a Schedule, got {type(schedule).__name__}")
+    if not isinstance(schedule, Schedule):
+        raise TypeError(f"`schedule` must be a Schedule, got {type(schedule).__name__}")
     stages = _stage_intervals(model, intervals)
     times = _time_plan(model, schedule, time_sampler, cfg, stages, where)
     if weight is None and isinstance(model, EDMPrecond): weight = model.eps_weight
@@ -584,7 +621,8 @@ def prepare_run(model:nn.Module, # the denoiser to train
                                          device=where.device, num_workers=td.num_workers))}
     ck, ck_path = _find_resume(cfg.resume, cfg.ckpt_dir, identity)
     if ck is None and cfg.ckpt_dir is not None and list_checkpoints(cfg.ckpt_dir):
-        raise ValueError(f"`ckpt_dir` {str(cfg.ckpt_dir)!r} already holds checkpoints (newest {list_checkpoints(cfg.ckpt_dir)[0].name}); "
+        raise ValueError(f"`ckpt_dir` {str(cfg.ckpt_dir)!r} already holds checkpoints "
+                         f"(newest {list_checkpoints(cfg.ckpt_dir)[0].name}); "
                          "pass resume=True to continue that run, or choose another `ckpt_dir`")
     state = TrainState(model, cfg, td.batch_size, stages.n_stages, where)
     if ck is not None: state.load_state_dict(ck); state.checkpoint = ck_path
@@ -613,7 +651,8 @@ def _ddp(model:nn.Module, find_unused:bool|None, where:Placement) -> nn.Module:
     "The model wrapped in DistributedDataParallel under several processes (itself otherwise)."
     if where.world == 1: return model
     fu = getattr(model, 'n_stages', 1) > 1 if find_unused is None else find_unused
-    return nn.parallel.DistributedDataParallel(model, device_ids=[where.device] if where.is_cuda else None, find_unused_parameters=fu)
+    return nn.parallel.DistributedDataParallel(model, device_ids=[where.device] if where.is_cuda else None,
+                                               find_unused_parameters=fu)
 
 def train_loop(run:Run, # a run from `prepare_run`
                callback:Callable[[dict], None]|None=None, # called after every step with {'step', 'loss', 'checkpoint'}
@@ -621,12 +660,14 @@ def train_loop(run:Run, # a run from `prepare_run`
     "Train from `run.state.step` to `cfg.iters`: times and noise, one `train_step`, then the log and checkpoints."
     st, cfg, times, where, B = run.state, run.cfg, run.times, run.state.where, run.data.batch_size
     net = _ddp(st.model, cfg.find_unused_parameters, where)
-    bar = tqdm(total=cfg.iters, initial=st.step, disable=not cfg.progress or where.rank != 0, desc='fit', unit='step', dynamic_ncols=True)
+    bar = tqdm(total=cfg.iters, initial=st.step, disable=not cfg.progress or where.rank != 0, desc='fit', unit='step',
+               dynamic_ncols=True)
     try:
         for step, x0 in run.data.batches(st.step, cfg.iters):
             x0 = x0.to(where.device, non_blocking=True)
             t, model_kw = times.draw(step, B, st.gen, st.stage_gen, where)
-            noise = torch.randn((B, *x0.shape[1:]), generator=st.gen, device=where.device, dtype=x0.dtype)[where.share(B)]
+            noise = torch.randn((B, *x0.shape[1:]), generator=st.gen, device=where.device,
+                                dtype=x0.dtype)[where.share(B)]
             loss, per_sample = train_step(st, net, x0, t, noise, run.schedule, run.weight, cfg, model_kw)
             st.window.add(loss, times.stages.stage_of(t.double()).cpu(), per_sample)
             st.step = step + 1
@@ -654,7 +695,7 @@ def fit(model:nn.Module, # any denoiser model(x_t, t) -> eps; a multistage model
         ema_decay:float|None=0.999, # per-step EMA decay
         ema_halflife:float|None=None, # EMA half-life in images (EDM style); overrides `ema_decay`
         amp:str|None=None, # None, 'bf16' (CPU or GPU) or 'fp16' (GPU, with a gradient scaler)
-        time_sampler:TimeSampler|None=None, # the loss's time distribution (default: log-normal sigma for EDM, else U[t_min, 1])
+        time_sampler:TimeSampler|None=None, # the loss's time distribution (default: log-normal for EDM, else U[t_min,1)
         time_sampling:str='auto', # 'mixed', 'stage' (one stage per step), 'rank' (one stage per DDP rank) or 'auto'
         stage_choice:str='auto', # for 'stage': 'uniform' over stages or by probability 'mass'; 'auto' (see above)
         weight:Callable|None=None, # omega(t) of Eq. 2; default 1, or EDM's weight for an `EDMPrecond` model
@@ -664,7 +705,7 @@ def fit(model:nn.Module, # any denoiser model(x_t, t) -> eps; a multistage model
         ckpt_dir:str|Path|None=None, # where checkpoints and the log go (None: neither is written)
         ckpt_every:int|None=None, # steps between checkpoints (a checkpoint is always written at the end)
         keep:int=2, # how many newest checkpoints to keep
-        resume:bool|str|Path=False, # True: continue from the newest valid checkpoint in `ckpt_dir`; a path: from that file
+        resume:bool|str|Path=False, # True: continue from the newest valid checkpoint in `ckpt_dir`; a path: that file
         log_every:int=50, # steps between log records
         progress:bool=True, # show a progress bar (rank 0)
         num_workers:int|None=None, # DataLoader workers for a Dataset (None: the DataLoader's, else 0)

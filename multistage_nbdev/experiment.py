@@ -33,7 +33,8 @@ def load_clustering(out_dir:str|Path, # run folder written by `run_clustering`
     if not (out/'intervals.json').exists() or not (out/'samples.pt').exists(): return None
     iv = Intervals.from_json(out/'intervals.json')
     raw = torch.load(out/'samples.pt', weights_only=True)
-    res = ClusteringResult(iv, raw['t'], raw['t'], raw['t'], iv.meta.get('alpha'), iv.meta.get('eta'), raw['etas'], raw['s0_grid'], raw['s1_grid'], raw.get('meta', {}))
+    res = ClusteringResult(iv, raw['t'], raw['t'], raw['t'], iv.meta.get('alpha'), iv.meta.get('eta'), raw['etas'],
+                           raw['s0_grid'], raw['s1_grid'], raw.get('meta', {}))
     res.s0, res.s1 = res.at_eta(res.eta)
     return res
 
@@ -46,7 +47,8 @@ def cluster_stage(train:Tensor, # training images in [-1,1], (N,C,H,W)
                   dataset:str|None=None, # name recorded in the provenance
                  ) -> ClusteringResult:
     "Algorithm 1 on `train`, or the result already in `out_dir`."
-    return load_clustering(out_dir) or run_clustering(train, out_dir, schedule=schedule, K=K, alpha=alpha, seed=seed, dataset=dataset)
+    cached = load_clustering(out_dir)
+    return cached or run_clustering(train, out_dir, schedule=schedule, K=K, alpha=alpha, seed=seed, dataset=dataset)
 
 # %% ../nbs/12_experiment.ipynb #90a85ffa
 def run_sample(model:torch.nn.Module, # denoiser model(x_t, t) -> eps (use the EMA weights)
@@ -65,9 +67,11 @@ def run_sample(model:torch.nn.Module, # denoiser model(x_t, t) -> eps (use the E
     model.eval()
     with torch.no_grad():
         for n in [min(batch_size, shape[0] - i) for i in range(0, shape[0], batch_size)]:
-            res = sample(model, schedule, (n, *shape[1:]), solver=solver, nfe=nfe, generator=g, device=device, stage_gflops=stage_gflops)
+            res = sample(model, schedule, (n, *shape[1:]), solver=solver, nfe=nfe, generator=g, device=device,
+                         stage_gflops=stage_gflops)
             xs.append(res.x.clamp(-1, 1).cpu())
-    info = dict(solver=solver, nfe=res.nfe, steps_per_stage=res.steps_per_stage, sampling_gflops_per_image=res.gflops_per_image)
+    info = dict(solver=solver, nfe=res.nfe, steps_per_stage=res.steps_per_stage,
+                sampling_gflops_per_image=res.gflops_per_image)
     return torch.cat(xs), info
 
 # %% ../nbs/12_experiment.ipynb #3fcd07ef
@@ -98,7 +102,9 @@ class Setting:
         self.schedule = get_schedule(schedule)
         self.clustering = cluster_stage(self.train, self.out_dir / 'clustering', schedule, K, alpha, seed, dataset)
         self.intervals = self.clustering.intervals
-    def __repr__(self): return f"Setting({self.dataset} {tuple(self.train.shape)} / {tuple(self.test.shape)}, {self.schedule!r}, {self.intervals!r})"
+    def __repr__(self):
+        data = f"{self.dataset} {tuple(self.train.shape)} / {tuple(self.test.shape)}"
+        return f"Setting({data}, {self.schedule!r}, {self.intervals!r})"
 
 # %% ../nbs/12_experiment.ipynb #e0b3a365
 class RestrictedTime(TimeSampler):
@@ -126,7 +132,8 @@ class StageComposite(nn.Module):
                  intervals:Intervals, # the intervals they serve
                 ):
         super().__init__()
-        if len(models) != intervals.n_stages: raise ValueError(f"need one model per interval ({intervals.n_stages}), got {len(models)}")
+        if len(models) != intervals.n_stages:
+            raise ValueError(f"need one model per interval ({intervals.n_stages}), got {len(models)}")
         self.models, self.routing = nn.ModuleList(models), intervals  # not `.intervals`: that marks a multistage model
     def forward(self, x:Tensor, t:Tensor) -> Tensor:
         t = torch.as_tensor(t, device=x.device, dtype=x.dtype).expand(len(x))
@@ -190,21 +197,23 @@ def train_curve(name:str, # run name: the folder `out_dir/name`
                 n_fid:int=500, # generated images per FID
                 solver:str='dpm-solver-3', # sampler
                 nfe:int=20, # model calls per generated image
-                compose:Callable[[nn.Module], nn.Module]|None=None, # turns the EMA model into the evaluated model (e.g. a `StageComposite`)
+                compose:Callable[[nn.Module], nn.Module]|None=None, # EMA model -> the evaluated model, e.g. `StageComposite`
                 classifier:str|Path|None=None, # offline FID classifier file (default: the cached one)
                 device:str='cpu', # where to train and evaluate
                 progress:bool=False, # show `fit`'s progress bar
-                ckpt_config:dict|None=None, # more entries for the checkpoints' `config` (e.g. the schedule's name, for `load_trained`)
+                ckpt_config:dict|None=None, # more entries of the checkpoints' `config` (for `load_trained`)
                ) -> dict: # {'name', 'config', 'info', 'rows'}; rows: one dict per milestone
-    "Train one model to each milestone in turn (one resumable run), measuring held-out loss, FID and cost at each; cached."
+    "Train one model to each milestone in turn (one resumable run), measuring held-out loss, FID and cost; cached."
     run, (C, H, W) = Path(out_dir) / name, tuple(train.shape[1:])
     milestones = sorted(int(m) for m in milestones)
-    if not milestones or milestones[0] <= 0: raise ValueError(f"`milestones` must be positive iteration counts, got {milestones}")
+    if not milestones or milestones[0] <= 0:
+        raise ValueError(f"`milestones` must be positive iteration counts, got {milestones}")
     fid_at = set(milestones if fid_at is None else (int(m) for m in fid_at))
     model_kw, fit_kw = dict(model_kw or {}), dict(fit_kw or {})
-    config = _jsonable(dict(arch=arch, intervals=list(intervals.boundaries), preset=preset, model_kw=model_kw, fit_kw=fit_kw,
-                            batch_size=batch_size, lr=lr, ema_halflife=ema_halflife, seed=seed, n_fid=n_fid, solver=solver, nfe=nfe,
-                            data=[list(train.shape), list(test.shape)], schedule=schedule, compose=getattr(compose, '__name__', compose)))
+    config = _jsonable(dict(arch=arch, intervals=list(intervals.boundaries), preset=preset, model_kw=model_kw,
+                            fit_kw=fit_kw, batch_size=batch_size, lr=lr, ema_halflife=ema_halflife, seed=seed,
+                            n_fid=n_fid, solver=solver, nfe=nfe, data=[list(train.shape), list(test.shape)],
+                            schedule=schedule, compose=getattr(compose, '__name__', compose)))
     if ckpt_config: config['ckpt_config'] = _jsonable(ckpt_config)  # absent otherwise: earlier caches stay valid
     path = run / 'curve.json'
     curve = json.loads(path.read_text()) if path.exists() else None
@@ -214,14 +223,15 @@ def train_curve(name:str, # run name: the folder `out_dir/name`
     g = gflops(model)
     fl = g['gflops'] if arch != 'unified' else g['gflops'][0]
     p = count_params(model)
-    curve['info'] = dict(params=p['total'], params_per_part=p['parts'], gflops_per_stage=g['gflops'], gmacs_per_stage=g['gmacs'],
-                         weighted_gflops=g['weighted_gflops'])
+    curve['info'] = dict(params=p['total'], params_per_part=p['parts'], gflops_per_stage=g['gflops'],
+                         gmacs_per_stage=g['gmacs'], weighted_gflops=g['weighted_gflops'])
     for m in milestones:
         if m in done and (m not in fid_at or done[m].get('fid') is not None): continue
         prev = max([r for r in curve['rows'] if r['iters'] < m], key=lambda r: r['iters'], default=None)
         w0, c0 = time.perf_counter(), time.process_time()
-        r = fit(model, train, schedule, iters=m, batch_size=batch_size, lr=lr, warmup=100, ema_halflife=ema_halflife, intervals=intervals,
-                device=device, seed=seed, ckpt_dir=run / 'ckpt', ckpt_every=250, keep=1, resume=True, log_every=25, progress=progress,
+        r = fit(model, train, schedule, iters=m, batch_size=batch_size, lr=lr, warmup=100, ema_halflife=ema_halflife,
+                intervals=intervals, device=device, seed=seed, ckpt_dir=run / 'ckpt', ckpt_every=250, keep=1,
+                resume=True, log_every=25, progress=progress,
                 config=dict(preset=preset, arch=arch, **(ckpt_config or {})), **fit_kw)
         wall, cpu = time.perf_counter() - w0, time.process_time() - c0
         atomic_torch_save(r.ema.state_dict(), run / 'snapshots' / f'ema_{m:07d}.pt')
@@ -230,8 +240,10 @@ def train_curve(name:str, # run name: the folder `out_dir/name`
                    train_seconds=(prev['train_seconds'] if prev else 0.) + wall,
                    train_cpu_seconds=(prev['train_cpu_seconds'] if prev else 0.) + cpu,
                    paper_pflops=paper_training_pflops(m, fl, intervals if arch != 'unified' else None),
-                   real_pflops=training_pflops(m, batch_size, fl, intervals if arch != 'unified' else None), fid=None, kid=None)
-        if m in fid_at: row.update(_sample_row(ev, test, schedule, (n_fid, C, H, W), solver, nfe, seed, classifier, device, run))
+                   real_pflops=training_pflops(m, batch_size, fl, intervals if arch != 'unified' else None),
+                   fid=None, kid=None)
+        if m in fid_at:
+            row.update(_sample_row(ev, test, schedule, (n_fid, C, H, W), solver, nfe, seed, classifier, device, run))
         curve['rows'] = sorted([x for x in curve['rows'] if x['iters'] != m] + [row], key=lambda x: x['iters'])
         atomic_json_dump(curve, path)
     curve['rows'] = [r for r in curve['rows'] if r['iters'] in milestones]
@@ -242,7 +254,7 @@ def reach_ratio(fast:dict, # curve of the model that should get there first (e.g
                 ref:dict, # curve of the reference model (e.g. unified)
                 metric:str='heldout', # row key to compare (lower is better): 'heldout' or 'fid'
                 x:str='iters', # cost axis: 'iters', 'paper_pflops', 'real_pflops' or 'train_seconds'
-               ) -> float|None: # cost of `fast` to reach `ref`'s final value / `ref`'s final cost; None if never reached
+               ) -> float|None: # `fast`'s cost to reach `ref`'s final value / `ref`'s final cost; None: never
     "Fraction of the reference's cost at which `fast` first matches the reference's final `metric` (interpolated)."
     rows_f = [r for r in fast['rows'] if r.get(metric) is not None]
     rows_r = [r for r in ref['rows'] if r.get(metric) is not None]

@@ -78,14 +78,16 @@ def compare_models(m:dict, # report entry of the multistage model
     z_kid = (m['kid_offline'] - u['kid_offline']) / max(math.hypot(m['kid_offline_std'], u['kid_offline_std']), 1e-12)
     out = dict(fid_ratio=m['fid_offline'] / u['fid_offline'], heldout_loss_ratio=m['heldout_loss'] / u['heldout_loss'],
                heldout_loss_z=z_loss, kid_z=z_kid, train_time_ratio=m['train_seconds'] / max(u['train_seconds'], 1e-9),
-               weighted_gflops_ratio=m['weighted_gflops'] / u['weighted_gflops'], params_ratio=m['params'] / u['params'])
+               weighted_gflops_ratio=m['weighted_gflops'] / u['weighted_gflops'],
+               params_ratio=m['params'] / u['params'])
     loss = ('indistinguishable from' if abs(z_loss) < 2 else 'lower than' if z_loss < 0 else 'higher than')
-    fid = ('about equal to' if 0.8 <= out['fid_ratio'] <= 1.25 else 'better than' if out['fid_ratio'] < 1 else 'worse than')
+    r = out['fid_ratio']
+    fid = 'about equal to' if 0.8 <= r <= 1.25 else 'better than' if r < 1 else 'worse than'
     out['verdict'] = (f"One seed, {m['iters']} iterations each: the multistage model's held-out loss is {loss} the "
                       f"unified model's ({out['heldout_loss_ratio'] - 1:+.1%}, {z_loss:+.1f} standard errors of the "
                       f"draws) and its offline FID is {fid} the unified one's ({out['fid_ratio']:.2f}x, KID difference "
-                      f"{z_kid:+.1f} subset spreads), at {out['train_time_ratio']:.2f}x the training time; a verdict on "
-                      f"the method needs several training seeds (see the experiment notebooks).")
+                      f"{z_kid:+.1f} subset spreads), at {out['train_time_ratio']:.2f}x the training time; "
+                      f"a verdict on the method needs several training seeds (see the experiment notebooks).")
     return out
 
 # %% ../nbs/15_pipeline.ipynb #ca88f2f1
@@ -96,7 +98,8 @@ def comparison_table(report:dict, # a `run_main` report
     edges = [0., *report['intervals']['boundaries'], 1.]
     pct = lambda v: '-' if v is None else f'{v:.1%}'
     rows = [('held-out loss', lambda e: f"{e['heldout_loss']:.5f}")]
-    rows += [(f"  t in [{a:.3f}, {b:.3f}{']' if b == 1 else ')'}", lambda e, k=k: f"{e['heldout_loss_per_interval'][k]:.5f}")
+    per = lambda k: lambda e: f"{e['heldout_loss_per_interval'][k]:.5f}"
+    rows += [(f"  t in [{a:.3f}, {b:.3f}{']' if b == 1 else ')'}", per(k))
              for k, (a, b) in enumerate(zip(edges, edges[1:]))]
     rows += [('offline FID', lambda e: f"{e['fid_offline']:.2f}"),
              ('offline KID', lambda e: f"{e['kid_offline']:.3g} ± {e['kid_offline_std']:.2g}"),
@@ -112,10 +115,12 @@ def comparison_table(report:dict, # a `run_main` report
 
 # %% ../nbs/15_pipeline.ipynb #cfbbd659
 UNITS = dict(params='count', gflops_per_stage='GFLOPs per image per evaluation (2 per multiply-add)',
-             gmacs_per_stage="G multiply-adds (the paper's GFLOPs convention)", weighted_gflops='GFLOPs, interval-weighted',
+             gmacs_per_stage="G multiply-adds (the paper's GFLOPs convention)",
+             weighted_gflops='GFLOPs, interval-weighted',
              paper_training_pflops='PFLOPs: iterations x weighted GMACs (paper Table 2 convention)',
              real_training_pflops='PFLOPs: iterations x batch x 3 x forward GFLOPs',
-             fid_offline='FID in the offline classifier feature space (not Inception)', kid_offline='KID in the same space',
+             fid_offline='FID in the offline classifier feature space (not Inception)',
+             kid_offline='KID in the same space',
              heldout_loss='mean squared eps error on the test split, t ~ U[0,1] stratified',
              noise_like_share='share of generated images whose roughness exceeds that of 99% of the test images',
              sampling_gflops_per_image='GFLOPs', train_seconds='s', wall_seconds='s')
@@ -207,10 +212,11 @@ def main_cli(out_dir:str='runs/main', # run folder; running the same command aga
     except (ValueError, TypeError, FileNotFoundError) as e: raise UserError(str(e)) from None
     print(f"intervals {', '.join(f'{b:.3f}' for b in rep['intervals']['boundaries'])} (Algorithm 1)")
     print(comparison_table(rep))
-    print(f"results in {Path(out_dir).resolve()} (report.json, samples.png, curves.png) after {rep['wall_seconds']:.0f} s")
+    print(f"results in {Path(out_dir).resolve()} (report.json, samples.png, curves.png) "
+          f"after {rep['wall_seconds']:.0f} s")
 
 # %% ../nbs/15_pipeline.ipynb #1ba2cf84
-def load_trained(path:str|Path, # a checkpoint file written by `fit` (through msd_train or run_main), or a folder of them
+def load_trained(path:str|Path, # a checkpoint file written by `fit` (msd_train, run_main), or a folder of them
                  ema:bool=True, # load the EMA weights (what one samples from) instead of the raw ones
                  device:str='cpu', # where the model goes
                 ) -> tuple: # (model in eval mode, its Schedule, the checkpoint's user config)
@@ -224,7 +230,8 @@ def load_trained(path:str|Path, # a checkpoint file written by `fit` (through ms
     ck = read_checkpoint(p)
     user = ck['identity'].get('user') or {}
     if 'preset' not in user or 'arch' not in user:
-        raise CheckpointError(f"checkpoint {str(p)!r} does not say which model it holds: pass config=dict(preset=..., arch=...) to `fit`")
+        raise CheckpointError(f"checkpoint {str(p)!r} does not say which model it holds: "
+                              "pass config=dict(preset=..., arch=...) to `fit`")
     C, H, W = ck['identity']['item_shape']
     sch = get_schedule(user.get('schedule', 'vp-linear'))
     overrides = user.get('overrides') or preset_for_images(user['preset'], C, H)
@@ -237,16 +244,16 @@ def load_trained(path:str|Path, # a checkpoint file written by `fit` (through ms
 # %% ../nbs/15_pipeline.ipynb #e4f6da56
 @console_command('msd_sample')
 def sample_cli(ckpt:str, # checkpoint file, or a checkpoint folder (its newest checkpoint)
-               out_dir:str='runs/samples', # writes samples.pt (images in [-1,1]), grid.png and, with --png, images/*.png
+               out_dir:str='runs/samples', # gets samples.pt (images in [-1,1]), grid.png and, with --png, images/*.png
                n:int=64, # number of images
                solver:str='dpm-solver-3', # sampler (see samplers.SOLVERS)
                nfe:int=20, # model calls per image
                seed:int=0, # seed of the starting noise
                device:str='cpu', # cpu or cuda
                batch_size:int=256, # images per sampler call
-               png:store_true=False, # also write every image as a PNG file (a folder msd_evaluate or torch-fidelity can read)
+               png:store_true=False, # also write each image as a PNG (a folder msd_evaluate or torch-fidelity reads)
               ) -> Path: # the samples.pt file
-    "Generate images from a trained checkpoint (EMA weights) and save them as a tensor, a grid and optionally PNG files."
+    "Generate images from a trained checkpoint (EMA weights); save them as a tensor, a grid and optionally PNG files."
     import matplotlib; matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     from PIL import Image
@@ -263,8 +270,11 @@ def sample_cli(ckpt:str, # checkpoint file, or a checkpoint folder (its newest c
     if png:
         (out/'images').mkdir(exist_ok=True)
         u8 = ((imgs + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
-        for i, x in enumerate(u8): Image.fromarray(x[0].numpy() if x.shape[0] == 1 else x.permute(1, 2, 0).numpy()).save(out/'images'/f'{i:05d}.png')
-    print(f"{n} images ({info['solver']}, {info['nfe']} NFE) in {out.resolve()}: samples.pt, grid.png" + (', images/' if png else ''))
+        for i, x in enumerate(u8):
+            img = x[0].numpy() if x.shape[0] == 1 else x.permute(1, 2, 0).numpy()
+            Image.fromarray(img).save(out/'images'/f'{i:05d}.png')
+    print(f"{n} images ({info['solver']}, {info['nfe']} NFE) in {out.resolve()}: samples.pt, grid.png"
+          + (', images/' if png else ''))
     return out/'samples.pt'
 
 def model_shape(model:torch.nn.Module, # a model of `build_model`, or one wrapped in `EDMPrecond`
@@ -285,13 +295,14 @@ def evaluate_cli(samples:str, # samples.pt written by msd_sample, or a folder of
                  ckpt:str=None, # also report this checkpoint's held-out loss per interval on the reference split
                  out:str=None, # JSON report (default: evaluation.json next to the samples)
                 ) -> dict: # the report
-    "FID/KID of generated images against a dataset split, and optionally a checkpoint's held-out loss; writes a JSON report."
+    "FID/KID of generated images against a dataset split, and a checkpoint's held-out loss; writes a JSON report."
     s = Path(samples)
     try:
         fake = torch.load(s, weights_only=True) if s.is_file() else s
         if isinstance(fake, Tensor) and size is None: size = fake.shape[-1]
         real = dataset_tensor(dataset, root=root, split=split, size=size)
-        n_fake = len(fake) if isinstance(fake, Tensor) else sum(1 for f in s.rglob('*') if f.suffix.lower() in ('.png', '.jpg', '.jpeg'))
+        is_image = lambda f: f.suffix.lower() in ('.png', '.jpg', '.jpeg')
+        n_fake = len(fake) if isinstance(fake, Tensor) else sum(1 for f in s.rglob('*') if is_image(f))
         kid_n = max(2, min(1000, len(real) // 2, n_fake // 2))
         rep = dict(samples=str(s), dataset=dataset, split=split,
                    fid_kid=fid_kid(real, fake, extractor=extractor, weights_path=weights, kid_subset_size=kid_n))
@@ -302,6 +313,7 @@ def evaluate_cli(samples:str, # samples.pt written by msd_sample, or a folder of
     path = Path(out) if out else (s.parent if s.is_file() else s) / 'evaluation.json'
     atomic_json_dump(rep, path)
     f = rep['fid_kid']
-    print(f"FID {f['fid']:.3f}, KID {f['kid']:.5f} ({f['extractor']} features, {f['n_fake'] or n_fake} vs {f['n_real']} images)"
+    print(f"FID {f['fid']:.3f}, KID {f['kid']:.5f} "
+          f"({f['extractor']} features, {f['n_fake'] or n_fake} vs {f['n_real']} images)"
           + (f"; held-out loss {rep['heldout_loss']['weighted']:.5f}" if ckpt else '') + f"; report {path}")
     return rep

@@ -37,7 +37,8 @@ def check_scale_factor(value, # the scale factor to check
 
 # %% ../nbs/13_autoencoder.ipynb #01e8104c
 class LatentAutoencoder:
-    "Base of the codecs: `encode(x) = scale_factor * (raw_encode(x) - shift_factor)`, `decode` the inverse before `raw_decode`."
+    ("Base of the codecs: `encode(x) = scale_factor * (raw_encode(x) - shift_factor)`, "
+     "`decode` the inverse before `raw_decode`.")
     _scale_factor:float = 1.
     shift_factor:float = 0.
 
@@ -61,7 +62,8 @@ def _norm(c:int) -> nn.GroupNorm: return nn.GroupNorm(8 if c % 8 == 0 else 1, c)
 class _ResBlock(nn.Module):
     def __init__(self, cin:int, cout:int):
         super().__init__()
-        self.body = nn.Sequential(_norm(cin), nn.SiLU(), nn.Conv2d(cin, cout, 3, padding=1), _norm(cout), nn.SiLU(), nn.Conv2d(cout, cout, 3, padding=1))
+        self.body = nn.Sequential(_norm(cin), nn.SiLU(), nn.Conv2d(cin, cout, 3, padding=1),
+                                  _norm(cout), nn.SiLU(), nn.Conv2d(cout, cout, 3, padding=1))
         self.skip = nn.Identity() if cin == cout else nn.Conv2d(cin, cout, 1)
     def forward(self, x): return self.skip(x) + self.body(x)
 
@@ -71,13 +73,15 @@ class DiagonalGaussian:
     mean:Tensor # (B,c,h,w)
     logvar:Tensor # (B,c,h,w), clamped to [-30, 20] as in LDM
     def sample(self, generator:torch.Generator|None=None) -> Tensor:
-        return self.mean + (0.5 * self.logvar).exp() * torch.randn(self.mean.shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype)
+        return self.mean + (0.5 * self.logvar).exp() * torch.randn(self.mean.shape, generator=generator,
+                                                                   device=self.mean.device, dtype=self.mean.dtype)
     def kl(self) -> Tensor: # KL(q || N(0,I)) per sample, summed over latent elements, (B,)
         return 0.5 * (self.mean.pow(2) + self.logvar.exp() - 1 - self.logvar).flatten(1).sum(1)
 
 # %% ../nbs/13_autoencoder.ipynb #bb25a871
 class KLAutoencoder(nn.Module, LatentAutoencoder):
-    "LDM-style KL-regularised convolutional autoencoder; `encode(x)` gives the scaled posterior mean, `decode(z)` images."
+    ("LDM-style KL-regularised convolutional autoencoder; `encode(x)` gives the scaled posterior mean, "
+     "`decode(z)` images.")
     def __init__(self,
                  in_ch:int=1, # image channels
                  latent_ch:int=3, # latent channels c (LDM's KL-f4: 3)
@@ -89,7 +93,8 @@ class KLAutoencoder(nn.Module, LatentAutoencoder):
         if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1 or factor & (factor - 1):
             raise ValueError(f"`factor` must be a power of 2 (1, 2, 4, ...), got {factor!r}")
         for name, v in dict(in_ch=in_ch, latent_ch=latent_ch, ch=ch, num_res_blocks=num_res_blocks).items():
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1: raise ValueError(f"`{name}` must be a positive int, got {v!r}")
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"`{name}` must be a positive int, got {v!r}")
         self.config = dict(in_ch=in_ch, latent_ch=latent_ch, factor=factor, ch=ch, num_res_blocks=num_res_blocks)
         n_down = factor.bit_length() - 1
         widths = [ch * min(2, 2 ** i) for i in range(n_down + 1)]   # ch, 2ch, 2ch, ...
@@ -97,7 +102,8 @@ class KLAutoencoder(nn.Module, LatentAutoencoder):
         for i, w in enumerate(widths):
             enc += [_ResBlock(widths[max(i - 1, 0)] if j == 0 else w, w) for j in range(num_res_blocks)]
             if i < n_down: enc.append(nn.Conv2d(w, w, 3, stride=2, padding=1))
-        self.encoder = nn.Sequential(*enc, _norm(widths[-1]), nn.SiLU(), nn.Conv2d(widths[-1], 2 * latent_ch, 3, padding=1))
+        self.encoder = nn.Sequential(*enc, _norm(widths[-1]), nn.SiLU(),
+                                     nn.Conv2d(widths[-1], 2 * latent_ch, 3, padding=1))
         dec = [nn.Conv2d(latent_ch, widths[-1], 3, padding=1)]
         for i, w in reversed(list(enumerate(widths))):
             dec += [_ResBlock(widths[min(i + 1, n_down)] if j == 0 else w, w) for j in range(num_res_blocks)]
@@ -111,16 +117,19 @@ class KLAutoencoder(nn.Module, LatentAutoencoder):
                  ) -> DiagonalGaussian: # q(z|x) over unnormalised latents (B,latent_ch,H/f,W/f)
         f, c = self.config['factor'], self.config['in_ch']
         if not isinstance(x, Tensor) or x.dim() != 4 or x.shape[1] != c or x.shape[2] % f or x.shape[3] % f:
-            raise ValueError(f"`x` must be (B,{c},H,W) with H and W multiples of factor={f}, got {tuple(getattr(x, 'shape', ()))}")
+            raise ValueError(f"`x` must be (B,{c},H,W) with H and W multiples of factor={f}, "
+                             f"got {tuple(getattr(x, 'shape', ()))}")
         mean, logvar = self.encoder(x).chunk(2, dim=1)
         return DiagonalGaussian(mean, logvar.clamp(-30., 20.))
 
     def raw_encode(self, x:Tensor) -> Tensor: return self.posterior(x).mean
     def raw_decode(self, z:Tensor) -> Tensor:
         c = self.config['latent_ch']
-        if not isinstance(z, Tensor) or z.dim() != 4 or z.shape[1] != c: raise ValueError(f"`z` must be (B,{c},h,w), got {tuple(getattr(z, 'shape', ()))}")
+        if not isinstance(z, Tensor) or z.dim() != 4 or z.shape[1] != c:
+            raise ValueError(f"`z` must be (B,{c},h,w), got {tuple(getattr(z, 'shape', ()))}")
         return self.decoder(z)
-    def forward(self, x:Tensor) -> tuple[Tensor, DiagonalGaussian]: # reconstruction from a posterior sample, and the posterior
+    def forward(self, x:Tensor,
+               ) -> tuple[Tensor, DiagonalGaussian]: # reconstruction from a posterior sample, and the posterior
         q = self.posterior(x)
         return self.raw_decode(q.sample()), q
 
@@ -149,13 +158,19 @@ def fit_scale_factor(ae:LatentAutoencoder, # codec whose `scale_factor` is set
                      batch_size:int=256, # images per encoder pass
                     ) -> float: # the new scale factor, 1/std of the unnormalised latents
     "Set `ae.scale_factor` so that the latents of `data` have unit standard deviation (LDM's rescaling)."
-    if not isinstance(data, Tensor) or data.dim() != 4 or len(data) == 0: raise ValueError(f"`data` must be a non-empty (N,C,H,W) tensor, got {tuple(getattr(data, 'shape', ()))}")
+    if not isinstance(data, Tensor) or data.dim() != 4 or len(data) == 0:
+        raise ValueError(f"`data` must be a non-empty (N,C,H,W) tensor, got {tuple(getattr(data, 'shape', ()))}")
     if hasattr(ae, 'eval'): ae.eval()
     with torch.no_grad():
-        z = torch.cat([(ae.raw_encode(b) - ae.shift_factor).double().cpu() for b in _batches(data[:n], batch_size, ae.device)])
-    if not torch.isfinite(z).all(): raise ValueError(f"the autoencoder produced {int((~torch.isfinite(z)).sum())} non-finite latents for `data`; check the data and the weights")
+        z = torch.cat([(ae.raw_encode(b) - ae.shift_factor).double().cpu()
+                       for b in _batches(data[:n], batch_size, ae.device)])
+    if not torch.isfinite(z).all():
+        raise ValueError(f"the autoencoder produced {int((~torch.isfinite(z)).sum())} non-finite latents for `data`; "
+                         "check the data and the weights")
     std = float(z.std())
-    if not std > 0: raise ValueError(f"the latents of `data` have standard deviation {std}: the scale factor 1/std is undefined (a constant encoder?)")
+    if not std > 0:
+        raise ValueError(f"the latents of `data` have standard deviation {std}: "
+                         "the scale factor 1/std is undefined (a constant encoder?)")
     ae.scale_factor = 1. / std
     return ae.scale_factor
 
@@ -177,18 +192,20 @@ def save_autoencoder(ae:KLAutoencoder, # the autoencoder
                      **extra, # more entries (optimizer state, step, ...)
                     ) -> Path:
     "Write the autoencoder's configuration, weights and scale factor atomically."
-    return atomic_torch_save({'format': CKPT_FORMAT, 'config': ae.config, 'state_dict': ae.state_dict(), 'scale_factor': ae.scale_factor,
-                              'scale_fitted': scale_fitted, **extra}, path)
+    return atomic_torch_save({'format': CKPT_FORMAT, 'config': ae.config, 'state_dict': ae.state_dict(),
+                              'scale_factor': ae.scale_factor, 'scale_fitted': scale_fitted, **extra}, path)
 
 def load_autoencoder(path:str|Path, # a file written by `save_autoencoder` or `train_autoencoder`
                      device=None, # where to put the weights
-                     allow_unfitted:bool=False, # accept a mid-training checkpoint (scale factor 1 until `fit_scale_factor`)
+                     allow_unfitted:bool=False, # accept a mid-training checkpoint (scale 1 until `fit_scale_factor`)
                     ) -> KLAutoencoder: # in eval mode, with its scale factor
     "Load a KL autoencoder saved by this module."
     ck = torch.load(path, map_location='cpu', weights_only=True)
-    if not isinstance(ck, dict) or ck.get('format') != CKPT_FORMAT: raise ValueError(f"`path` {str(path)!r} is not a {CKPT_FORMAT} checkpoint")
+    if not isinstance(ck, dict) or ck.get('format') != CKPT_FORMAT:
+        raise ValueError(f"`path` {str(path)!r} is not a {CKPT_FORMAT} checkpoint")
     if not ck.get('scale_fitted', True) and not allow_unfitted:
-        raise ValueError(f"`path` {str(path)!r} is a mid-training checkpoint (step {ck.get('step')}) without a fitted scale factor; "
+        raise ValueError(f"`path` {str(path)!r} is a mid-training checkpoint (step {ck.get('step')}) "
+                         "without a fitted scale factor; "
                          "resume training to the end, or pass allow_unfitted=True and call fit_scale_factor")
     ae = KLAutoencoder(**ck['config'])
     ae.load_state_dict(ck['state_dict']); ae.scale_factor = ck['scale_factor']
@@ -213,26 +230,33 @@ def train_autoencoder(data:Tensor, # training images in [-1,1], (N,C,H,W)
                      ) -> AutoencoderFit:
     "Train a KL autoencoder with Adam, atomic checkpoints and resume, then fit its latent scale factor."
     if not isinstance(data, Tensor) or data.dim() != 4 or not data.is_floating_point() or len(data) == 0:
-        raise ValueError(f"`data` must be a non-empty float tensor (N,C,H,W), got {getattr(data, 'dtype', type(data).__name__)} {tuple(getattr(data, 'shape', ()))}")
-    if not torch.isfinite(data).all(): raise ValueError(f"`data` holds {int((~torch.isfinite(data)).sum())} NaN/inf values")
+        raise ValueError(f"`data` must be a non-empty float tensor (N,C,H,W), "
+                         f"got {getattr(data, 'dtype', type(data).__name__)} {tuple(getattr(data, 'shape', ()))}")
+    if not torch.isfinite(data).all():
+        raise ValueError(f"`data` holds {int((~torch.isfinite(data)).sum())} NaN/inf values")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= len(data):
         raise ValueError(f"`batch_size` must be an int in [1, {len(data)}], got {batch_size!r}")
     if ae is None:
-        with torch.random.fork_rng(devices=[]): torch.manual_seed(seed); ae = KLAutoencoder(in_ch=data.shape[1], **ae_config)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed); ae = KLAutoencoder(in_ch=data.shape[1], **ae_config)
     device = torch.device(device) if device is not None else ae.device
     ae.to(device).train()
     opt = torch.optim.Adam(ae.parameters(), lr)
     step, history, done_s, t0 = 0, [], 0., time.perf_counter()
     if resume and ckpt_path is not None and Path(ckpt_path).exists():
         ck = torch.load(ckpt_path, map_location=device, weights_only=True)
-        if ck.get('config') != ae.config: raise ValueError(f"checkpoint {str(ckpt_path)!r} has config {ck.get('config')}, the model {ae.config}")
-        ae.load_state_dict(ck['state_dict']); opt.load_state_dict(ck['optimizer']); step, history, done_s = ck['step'], ck['history'], ck.get('seconds', 0.)
+        if ck.get('config') != ae.config:
+            raise ValueError(f"checkpoint {str(ckpt_path)!r} has config {ck.get('config')}, the model {ae.config}")
+        ae.load_state_dict(ck['state_dict']); opt.load_state_dict(ck['optimizer'])
+        step, history, done_s = ck['step'], ck['history'], ck.get('seconds', 0.)
     seconds = lambda: done_s + time.perf_counter() - t0
-    save = lambda fitted: save_autoencoder(ae, ckpt_path, fitted, optimizer=opt.state_dict(), step=step, history=history, seconds=seconds()) if ckpt_path is not None else None
+    save = lambda fitted: (save_autoencoder(ae, ckpt_path, fitted, optimizer=opt.state_dict(), step=step,
+                                            history=history, seconds=seconds()) if ckpt_path is not None else None)
     while step < iters:
         g = torch.Generator().manual_seed(seed * 1_000_003 + step)
         x = data[torch.randint(len(data), (batch_size,), generator=g)].to(device)
-        loss, parts = autoencoder_loss(ae, x, kl_weight, recon, torch.Generator(device).manual_seed(seed * 1_000_003 + step))
+        loss, parts = autoencoder_loss(ae, x, kl_weight, recon,
+                                       torch.Generator(device).manual_seed(seed * 1_000_003 + step))
         opt.zero_grad(set_to_none=True); loss.backward(); opt.step(); step += 1
         if step % log_every == 0 or step == iters: history.append({'step': step, 'loss': loss.item(), **parts})
         if ckpt_every and step % ckpt_every == 0 and step < iters: save(False)
@@ -250,21 +274,24 @@ def show_reconstructions(ae:Codec, # any codec
     from multistage_nbdev.data import show_grid
     with torch.no_grad(): rec = ae.decode(ae.encode(x)).clamp(-1, 1).cpu()
     fig, ax = plt.subplots(figsize=(min(11, 0.55 * len(x) + 1), 1.6))
-    show_grid(torch.cat([x.cpu(), rec]), nrow=len(x), ax=ax, title=title or 'originals (top) and reconstructions (bottom)')
+    show_grid(torch.cat([x.cpu(), rec]), nrow=len(x), ax=ax,
+              title=title or 'originals (top) and reconstructions (bottom)')
     return fig
 
 # %% ../nbs/13_autoencoder.ipynb #638b8459
 def plot_latent_stats(latents:Tensor, # scaled latents, (N,c,h,w)
-                      posterior_std:Tensor|None=None, # exp(logvar/2) of the same images, (N,c,h,w), to show how much noise the encoder adds
+                      posterior_std:Tensor|None=None, # exp(logvar/2) of the images (N,c,h,w): shows the encoder's noise
                      ):
     "Histogram of the latent values per channel against N(0,1), and per-channel mean and std; returns the figure."
     import matplotlib.pyplot as plt
     z = latents.detach().double().cpu()
     fig, axs = plt.subplots(1, 3 if posterior_std is not None else 2, figsize=(10, 2.8))
     grid = torch.linspace(-4, 4, 200)
-    for k in range(z.shape[1]): axs[0].hist(z[:, k].flatten().numpy(), bins=80, range=(-4, 4), density=True, histtype='step', label=f'channel {k}')
+    for k in range(z.shape[1]): axs[0].hist(z[:, k].flatten().numpy(), bins=80, range=(-4, 4), density=True,
+                                            histtype='step', label=f'channel {k}')
     axs[0].plot(grid, torch.exp(-grid ** 2 / 2) / math.sqrt(2 * math.pi), 'k--', lw=1, label='N(0,1)')
-    axs[0].set(xlabel='latent value', ylabel='density', title=f'all: mean {z.mean():.3f}, std {z.std():.3f}'); axs[0].legend(fontsize=7)
+    axs[0].set(xlabel='latent value', ylabel='density', title=f'all: mean {z.mean():.3f}, std {z.std():.3f}')
+    axs[0].legend(fontsize=7)
     chans = range(z.shape[1])
     axs[1].bar([c - 0.2 for c in chans], z.mean((0, 2, 3)).numpy(), 0.4, label='mean')
     axs[1].bar([c + 0.2 for c in chans], z.std((0, 2, 3)).numpy(), 0.4, label='std')
@@ -285,13 +312,14 @@ class ExternalAutoencoder(LatentAutoencoder):
     "Adapter for an autoencoder with `encode(x).latent_dist` and `decode(z).sample` (e.g. diffusers' `AutoencoderKL`)."
     def __init__(self,
                  vae, # the wrapped autoencoder
-                 scale_factor:float|None=None, # latent scale; None: `vae.config.scaling_factor` if present, else 1 (then call `fit_scale_factor`)
+                 scale_factor:float|None=None, # scale; None: `vae.config.scaling_factor` or 1 (then `fit_scale_factor`)
                  shift_factor:float|None=None, # latent shift; None: `vae.config.shift_factor` if present, else 0
                  sample_posterior:bool=False, # encode to a posterior sample instead of its mean
                  generator:torch.Generator|None=None, # randomness of posterior samples
                 ):
         for attr in ('encode', 'decode'):
-            if not callable(getattr(vae, attr, None)): raise TypeError(f"`vae` must have an `{attr}` method, got {type(vae).__name__}")
+            if not callable(getattr(vae, attr, None)):
+                raise TypeError(f"`vae` must have an `{attr}` method, got {type(vae).__name__}")
         self.vae, self.sample_posterior, self.generator = vae, sample_posterior, generator
         sf = scale_factor if scale_factor is not None else _config_value(vae, 'scaling_factor')
         self.scale_factor = 1. if sf is None else sf
@@ -310,22 +338,27 @@ class ExternalAutoencoder(LatentAutoencoder):
 
     def raw_encode(self, x:Tensor) -> Tensor:
         dist = getattr(self.vae.encode(x), 'latent_dist', None)
-        if dist is None: raise TypeError(f"`vae.encode(x)` must return an object with `.latent_dist`, got {type(self.vae.encode(x)).__name__}")
+        if dist is None:
+            raise TypeError(f"`vae.encode(x)` must return an object with `.latent_dist`, "
+                            f"got {type(self.vae.encode(x)).__name__}")
         return dist.sample(generator=self.generator) if self.sample_posterior else dist.mean
     def raw_decode(self, z:Tensor) -> Tensor:
         out = self.vae.decode(z)
-        if not hasattr(out, 'sample'): raise TypeError(f"`vae.decode(z)` must return an object with `.sample`, got {type(out).__name__}")
+        if not hasattr(out, 'sample'):
+            raise TypeError(f"`vae.decode(z)` must return an object with `.sample`, got {type(out).__name__}")
         return out.sample
 
 # %% ../nbs/13_autoencoder.ipynb #409d8cce
-def load_diffusers_autoencoder(folder:str|Path, # local folder with config.json and weights, as saved by `AutoencoderKL.save_pretrained`
+def load_diffusers_autoencoder(folder:str|Path, # folder with config.json and weights (`AutoencoderKL.save_pretrained`)
                                scale_factor:float|None=None, # override the folder's `scaling_factor`
                                device=None, # where to put the weights
                               ) -> ExternalAutoencoder:
     "Load a diffusers `AutoencoderKL` from a local folder (no download) and wrap it; needs `pip install diffusers`."
     try: from diffusers import AutoencoderKL
-    except ImportError: raise ImportError("loading a pretrained AutoencoderKL needs diffusers (`pip install diffusers`); "
-                                          "any object with `encode(x).latent_dist` and `decode(z).sample` can be wrapped with `ExternalAutoencoder` directly") from None
+    except ImportError:
+        raise ImportError("loading a pretrained AutoencoderKL needs diffusers (`pip install diffusers`); "
+                          "any object with `encode(x).latent_dist` and `decode(z).sample` can be wrapped "
+                          "with `ExternalAutoencoder` directly") from None
     if not Path(folder).is_dir(): raise ValueError(f"`folder` {str(folder)!r} is not a directory")
     vae = AutoencoderKL.from_pretrained(str(folder), local_files_only=True).to(device).eval()
     return ExternalAutoencoder(vae, scale_factor)

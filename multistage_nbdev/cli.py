@@ -45,7 +45,8 @@ def load_images(dataset:str, # dataset name, or the path of an image folder (PAT
     name = dataset
     if dataset.lower() not in DATASETS:
         p = Path(dataset).expanduser()
-        if not p.exists(): raise UserError(f"dataset {dataset!r} is neither a known name ({', '.join(DATASETS)}) nor an existing path")
+        if not p.exists():
+            raise UserError(f"dataset {dataset!r} is neither a known name ({', '.join(DATASETS)}) nor an existing path")
         if p.is_dir() and not any(p.iterdir()): raise UserError(f"dataset folder {str(p)!r} is empty")
         name, root = 'imagefolder', str(p)
     elif root is not None:
@@ -69,7 +70,8 @@ def choose_intervals(intervals_file:str|None, # --intervals: a JSON file written
                      seed:int, # seed of Algorithm 1
                      dataset:str, # dataset name, recorded with the intervals
                     ) -> Intervals|None:
-    "The intervals of the run: from a file, from the checkpoint being resumed, from Algorithm 1, or None (the preset's)."
+    ("The intervals of the run: from a file, from the checkpoint being resumed, from Algorithm 1, "
+     "or None (the preset's).")
     if intervals_file is not None:
         try: return Intervals.from_json(Path(intervals_file))
         except (ValueError, TypeError) as e: raise UserError(f"--intervals {intervals_file!r}: {e}") from None
@@ -79,7 +81,8 @@ def choose_intervals(intervals_file:str|None, # --intervals: a JSON file written
             except CheckpointError: continue
     if cluster:
         from multistage_nbdev.data import as_tensor
-        res = run_clustering(as_tensor(images), ckpt_dir / 'clustering', schedule_name, K=cluster_k, seed=seed, dataset=dataset)
+        res = run_clustering(as_tensor(images), ckpt_dir / 'clustering', schedule_name, K=cluster_k, seed=seed,
+                             dataset=dataset)
         return res.intervals
     if isinstance(schedule, EDMSchedule):
         from multistage_nbdev.multistage import PAPER_INTERVALS
@@ -90,11 +93,12 @@ def choose_intervals(intervals_file:str|None, # --intervals: a JSON file written
 @console_command('msd_train')
 def train_cli(preset:str='small', # model configuration: small, tiny, cifar10, edm or ldm (see multistage.PRESETS)
               arch:str='multistage', # unified, separate or multistage
-              overrides:Param("preset overrides KEY=VALUE ..., e.g. dropout=0.1 dec_chs=(64,32,16)", str, nargs='*')=None,
-              dataset:str='mnist5k', # dataset name (mnist5k is bundled; mnist, fashionmnist, cifar10 need --root) or an image-folder path
+              overrides:Param("preset overrides KEY=VALUE ..., e.g. dropout=0.1 dec_chs=(64,32,16)", str,
+                              nargs='*')=None,
+              dataset:str='mnist5k', # mnist5k (bundled), mnist, fashionmnist, cifar10 (need --root) or an image folder
               root:str=None, # torchvision root folder of an on-disk dataset
               schedule:str='vp-linear', # noise schedule: vp-linear, vp-cosine or edm (edm adds EDM preconditioning)
-              intervals:str=None, # intervals JSON file (as msd_cluster writes); default: the preset's (paper's) intervals
+              intervals:str=None, # intervals JSON (as msd_cluster writes); default: the preset's (paper's) intervals
               cluster:store_true=False, # compute the intervals with Algorithm 1 on the training images first
               cluster_k:int=2000, # Algorithm 1: number of sampled (image, noise, time) triples
               iters:int=1000, # total training steps (a resumed run continues up to this number)
@@ -105,7 +109,7 @@ def train_cli(preset:str='small', # model configuration: small, tiny, cifar10, e
               ema_decay:float=0.999, # per-step EMA decay
               ema_halflife:float=None, # EMA half-life in images (EDM style; overrides --ema-decay)
               amp:str=None, # mixed precision: bf16 (CPU/GPU) or fp16 (GPU)
-              time_sampling:str='auto', # auto, mixed, stage (one stage per step, the paper's) or rank (one stage per DDP rank)
+              time_sampling:str='auto', # auto, mixed, stage (one stage per step, paper's) or rank (one per DDP rank)
               stage_choice:str='auto', # for stage sampling: auto, uniform (over stages) or mass (by probability)
               seed:int=0, # seed of data order, times, noise, dropout and initial weights
               device:str=None, # cpu, cuda, cuda:1, ... (default: cpu, or the local GPU under torchrun)
@@ -116,11 +120,14 @@ def train_cli(preset:str='small', # model configuration: small, tiny, cifar10, e
               num_workers:int=0, # DataLoader worker processes
               progress:bool=True, # progress bar (--no-progress hides it)
              ):
-    "Train a diffusion denoiser (unified, separate or multistage) on the eps-prediction loss, with checkpoints and exact resume. Options may be written with dashes or underscores (--batch-size or --batch_size)."
+    ("Train a diffusion denoiser (unified, separate or multistage) on the eps-prediction loss, "
+     "with checkpoints and exact resume. Options may be written with dashes or underscores "
+     "(--batch-size or --batch_size).")
     import torch
     from multistage_nbdev.multistage import build_model, PRESETS
     if preset not in PRESETS: raise UserError(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
-    if arch not in ('unified', 'separate', 'multistage'): raise UserError(f"--arch must be unified, separate or multistage, got {arch!r}")
+    if arch not in ('unified', 'separate', 'multistage'):
+        raise UserError(f"--arch must be unified, separate or multistage, got {arch!r}")
     ckpt = Path(ckpt_dir)
     if not resume and list_checkpoints(ckpt):
         raise UserError(f"--ckpt-dir {ckpt_dir!r} already holds checkpoints (newest {list_checkpoints(ckpt)[0].name}); "
@@ -134,10 +141,11 @@ def train_cli(preset:str='small', # model configuration: small, tiny, cifar10, e
     if schedule == 'edm': model = EDMPrecond(model, sch)
     config = dict(preset=preset, arch=arch, overrides=ov, dataset=dataset, schedule=schedule)
     try:
-        res = fit(model, images, sch, iters=iters, batch_size=batch_size, lr=lr, warmup=warmup, grad_clip=grad_clip or None,
-                  ema_decay=ema_decay, ema_halflife=ema_halflife, amp=amp, time_sampling=time_sampling, stage_choice=stage_choice,
-                  seed=seed, device=device, ckpt_dir=ckpt, ckpt_every=ckpt_every, log_every=log_every, resume=resume,
-                  num_workers=num_workers, progress=progress, config=config)
+        res = fit(model, images, sch, iters=iters, batch_size=batch_size, lr=lr, warmup=warmup,
+                  grad_clip=grad_clip or None, ema_decay=ema_decay, ema_halflife=ema_halflife, amp=amp,
+                  time_sampling=time_sampling, stage_choice=stage_choice, seed=seed, device=device, ckpt_dir=ckpt,
+                  ckpt_every=ckpt_every, log_every=log_every, resume=resume, num_workers=num_workers,
+                  progress=progress, config=config)
     except (ValueError, TypeError, TrainingDiverged) as e: raise UserError(str(e)) from None
     _report(res, ckpt)
     return res
@@ -150,7 +158,8 @@ def _report(res, ckpt:Path):
     plot_losses(res.history).figure.savefig(ckpt / 'loss.png', dpi=100)
     last = res.history[-1]
     stages = ', '.join('-' if v is None else f'{v:.4f}' for v in last['stage_loss'])
-    print(f"step {res.step}: loss {last['loss']:.4f} (per stage: {stages}); checkpoint {res.checkpoint}; log {res.log_path}")
+    print(f"step {res.step}: loss {last['loss']:.4f} (per stage: {stages}); "
+          f"checkpoint {res.checkpoint}; log {res.log_path}")
 
 # %% ../nbs/11_cli.ipynb #61a632ac
 @console_command('msd_cluster')
@@ -167,11 +176,13 @@ def cluster_cli(dataset:str='mnist5k', # dataset name or image-folder path, as f
                 out_dir:str='runs/cluster', # folder for intervals.json and the figures
                 batch_size:int=1024, # triples per optimal-denoiser pass
                ):
-    "Partition [0,1] into stages with Algorithm 1 (optimal-denoiser clustering) and write the intervals JSON and a figure. Options may be written with dashes or underscores."
+    ("Partition [0,1] into stages with Algorithm 1 (optimal-denoiser clustering) and write the intervals JSON "
+     "and a figure. Options may be written with dashes or underscores.")
     from multistage_nbdev.data import as_tensor
     make_schedule(schedule)
     data = as_tensor(load_images(dataset, root, size, channels))
-    try: res = run_clustering(data, out_dir, schedule, K=K, alpha=alpha, eta=eta, seed=seed, n_stages=n_stages, dataset=dataset, batch_size=batch_size)
+    try: res = run_clustering(data, out_dir, schedule, K=K, alpha=alpha, eta=eta, seed=seed, n_stages=n_stages,
+                              dataset=dataset, batch_size=batch_size)
     except (ValueError, TypeError) as e: raise UserError(str(e)) from None
     print(f"{res.intervals}  ->  {Path(out_dir) / 'intervals.json'}")
     return res

@@ -25,11 +25,14 @@ def functional_distance(eps_a:Tensor, # denoiser outputs at time t_a, (B,C,H,W)
                         eps_b:Tensor, # denoiser outputs at time t_b on the same (x_0, eps), (B,C,H,W)
                         eta:float, # agreement threshold on each coordinate, > 0
                        ) -> Tensor: # D per sample: fraction of coordinates with |eps_a - eps_b| <= eta, (B,)
-    "The paper's D (Sec. 4.2): per sample, the fraction of coordinates on which two noise predictions agree within `eta`."
+    ("The paper's D (Sec. 4.2): per sample, the fraction of coordinates on which two noise predictions agree "
+     "within `eta`.")
     eta = _check_eta(eta)
-    if not isinstance(eps_a, Tensor) or not isinstance(eps_b, Tensor): raise TypeError("`eps_a` and `eps_b` must be tensors")
+    if not isinstance(eps_a, Tensor) or not isinstance(eps_b, Tensor):
+        raise TypeError("`eps_a` and `eps_b` must be tensors")
     if eps_a.shape != eps_b.shape or eps_a.dim() < 2:
-        raise ValueError(f"`eps_a` and `eps_b` must have the same shape (B, ...), got {tuple(eps_a.shape)} and {tuple(eps_b.shape)}")
+        raise ValueError(f"`eps_a` and `eps_b` must have the same shape (B, ...), "
+                         f"got {tuple(eps_a.shape)} and {tuple(eps_b.shape)}")
     out = torch.float64 if torch.float64 in (eps_a.dtype, eps_b.dtype) else torch.float32
     return ((eps_a - eps_b).abs() <= eta).flatten(1).to(out).mean(1)
 
@@ -43,7 +46,8 @@ def functional_similarity(eps_a:Tensor, # denoiser outputs at time t_a, (B,C,H,W
 # %% ../nbs/03_functional_distance.ipynb #b6b3575a
 def _check_pairs(y:Tensor, eps:Tensor):
     if not isinstance(y, Tensor) or not isinstance(eps, Tensor): raise TypeError("`y` and `eps` must be tensors")
-    if y.shape != eps.shape or y.dim() < 2: raise ValueError(f"`eps` must have the shape of `y` (B, ...), got {tuple(eps.shape)} and {tuple(y.shape)}")
+    if y.shape != eps.shape or y.dim() < 2:
+        raise ValueError(f"`eps` must have the shape of `y` (B, ...), got {tuple(eps.shape)} and {tuple(y.shape)}")
 
 def optimal_eps_on_pairs(y:Tensor, # clean training images y_k, (B,C,H,W)
                          eps:Tensor, # noises eps_k, (B,C,H,W)
@@ -52,7 +56,7 @@ def optimal_eps_on_pairs(y:Tensor, # clean training images y_k, (B,C,H,W)
                          schedule:Schedule, # the noise schedule (s_t, sigma_t)
                          chunk_size:int=4096, # training points per chunk
                          dtype:torch.dtype|None=None, # compute dtype; default follows `y`
-                        ) -> Tensor: # eps*_t(x_t) with x_t = s_t (y + sigma_t eps); eps itself where sigma_t = 0, (B,C,H,W)
+                        ) -> Tensor: # eps*_t(x_t), x_t = s_t (y + sigma_t eps); eps itself where sigma_t = 0, (B,C,H,W)
     "The optimal denoiser on queries built from given (image, noise) pairs at given times."
     _check_pairs(y, eps)
     t = as_time(t).to(y.device)
@@ -62,7 +66,8 @@ def optimal_eps_on_pairs(y:Tensor, # clean training images y_k, (B,C,H,W)
     out = optimal_eps_limit0(eps).to(dtype or (torch.float64 if y.dtype == torch.float64 else torch.float32)).clone()
     keep = ~at_zero
     if keep.any():
-        out[keep] = optimal_eps(schedule.add_noise(y[keep], eps[keep], t[keep]), t[keep], data, schedule, chunk_size=chunk_size, dtype=out.dtype)
+        out[keep] = optimal_eps(schedule.add_noise(y[keep], eps[keep], t[keep]), t[keep], data, schedule,
+                                chunk_size=chunk_size, dtype=out.dtype)
     return out
 
 # %% ../nbs/03_functional_distance.ipynb #95edaa46
@@ -72,10 +77,10 @@ def similarity_to_ends(y:Tensor, # clean training images y_k, (K,C,H,W)
                        data:Tensor, # training set, (N,C,H,W)
                        schedule:Schedule, # the noise schedule (s_t, sigma_t)
                        eta:float, # agreement threshold, > 0 (the reference code: 2/255 for data in [0,1])
-                       data_mean:Tensor|None=None, # mean of `data`, (C,H,W); computed when not given (pass it when calling repeatedly)
+                       data_mean:Tensor|None=None, # `data`'s mean (C,H,W); computed if None (pass it in repeated calls)
                        chunk_size:int=4096, # training points per chunk
                        dtype:torch.dtype|None=None, # compute dtype; default follows `y`
-                      ) -> tuple[Tensor, Tensor]: # (S0, S1): D(eps*_t, eps*_0) and D(eps*_t, eps*_1) per sample, each (K,)
+                      ) -> tuple[Tensor, Tensor]: # (S0, S1): D(eps*_t, eps*_0), D(eps*_t, eps*_1) per sample, each (K,)
     "Algorithm 1, line 5: D of the optimal denoiser at t_k against its t=0 and t=1 limits, on the same (y_k, eps_k)."
     eta = _check_eta(eta)
     _check_pairs(y, eps)
@@ -83,7 +88,8 @@ def similarity_to_ends(y:Tensor, # clean training images y_k, (K,C,H,W)
     if data_mean is None: data_mean = dataset_mean(data, chunk_size=chunk_size)
     t1 = schedule.t_max
     eps_1 = optimal_eps_limit1(schedule.add_noise(y.to(eps_t.dtype), eps.to(eps_t.dtype), t1), t1, data_mean, schedule)
-    return functional_distance(eps_t, optimal_eps_limit0(eps).to(eps_t.dtype), eta), functional_distance(eps_t, eps_1, eta)
+    return (functional_distance(eps_t, optimal_eps_limit0(eps).to(eps_t.dtype), eta),
+            functional_distance(eps_t, eps_1, eta))
 
 # %% ../nbs/03_functional_distance.ipynb #acb882f9
 def distance_between_times(y:Tensor, # clean training images y_k, (K,C,H,W)
@@ -104,8 +110,8 @@ def distance_between_times(y:Tensor, # clean training images y_k, (K,C,H,W)
     for v, name in ((ta, 'ta'), (tb, 'tb')):
         if v.dim() == 1 and len(v) != K: raise ValueError(f"`{name}` has {len(v)} entries but `y` has a batch of {K}")
     ta, tb = ta.expand(K), tb.expand(K)
-    both = optimal_eps_on_pairs(torch.cat([y, y]), torch.cat([eps, eps]), torch.cat([ta, tb.to(ta.dtype)]), data, schedule,
-                                chunk_size=chunk_size, dtype=dtype)
+    both = optimal_eps_on_pairs(torch.cat([y, y]), torch.cat([eps, eps]), torch.cat([ta, tb.to(ta.dtype)]), data,
+                                schedule, chunk_size=chunk_size, dtype=dtype)
     return functional_distance(both[:K], both[K:], eta)
 
 # %% ../nbs/03_functional_distance.ipynb #d98c088c
@@ -117,7 +123,7 @@ def similarity_matrix(y:Tensor, # clean training images, (M,C,H,W)
                       eta:float, # agreement threshold, > 0
                       chunk_size:int=4096, # training points per chunk
                       dtype:torch.dtype|None=None, # compute dtype; default follows `y`
-                     ) -> Tensor: # S(eps*_ts[a], eps*_ts[b]) estimated on the M pairs, (G,G), symmetric with ones on the diagonal
+                     ) -> Tensor: # S(eps*_ts[a], eps*_ts[b]) estimated on the M pairs, (G,G), symmetric, unit diagonal
     "Eq. 5 for every pair of grid times, from one batched evaluation of the optimal denoiser."
     eta = _check_eta(eta)
     _check_pairs(y, eps)
@@ -125,6 +131,8 @@ def similarity_matrix(y:Tensor, # clean training images, (M,C,H,W)
     if ts.dim() != 1: raise ValueError(f"`ts` must be a (G,) tensor of times, got shape {tuple(ts.shape)}")
     G, M = len(ts), y.shape[0]
     rep = lambda v: v.repeat(G, *([1] * (v.dim() - 1)))
-    e = optimal_eps_on_pairs(rep(y), rep(eps), ts.to(y.device).repeat_interleave(M), data, schedule, chunk_size=chunk_size, dtype=dtype)
+    e = optimal_eps_on_pairs(rep(y), rep(eps), ts.to(y.device).repeat_interleave(M), data, schedule,
+                             chunk_size=chunk_size, dtype=dtype)
     e = e.reshape(G, M, -1)
-    return torch.stack([functional_distance(e[a].expand(G, -1, -1).flatten(0, 1), e.flatten(0, 1), eta).reshape(G, M).mean(1) for a in range(G)])
+    return torch.stack([functional_distance(e[a].expand(G, -1, -1).flatten(0, 1), e.flatten(0, 1),
+                                            eta).reshape(G, M).mean(1) for a in range(G)])

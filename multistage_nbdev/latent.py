@@ -23,10 +23,13 @@ def check_latents(latents:Tensor, # latents, (N,c,h,w)
                  ) -> Tensor: # `latents`, unchanged
     "A ValueError naming `name` unless `latents` is a non-empty floating (N,c,h,w) tensor of finite values."
     if not isinstance(latents, Tensor) or latents.dim() != 4 or not latents.is_floating_point() or len(latents) == 0:
-        raise ValueError(f"`{name}` must be a non-empty float tensor (N,c,h,w), got {getattr(latents, 'dtype', type(latents).__name__)} {tuple(getattr(latents, 'shape', ()))}")
+        raise ValueError(f"`{name}` must be a non-empty float tensor (N,c,h,w), "
+                         f"got {getattr(latents, 'dtype', type(latents).__name__)} "
+                         f"{tuple(getattr(latents, 'shape', ()))}")
     bad = ~torch.isfinite(latents)
     if bad.any():
-        raise ValueError(f"`{name}` holds {int(bad.sum())} NaN/inf values (in {int(bad.flatten(1).any(1).sum())} of {len(latents)} items); "
+        raise ValueError(f"`{name}` holds {int(bad.sum())} NaN/inf values "
+                         f"(in {int(bad.flatten(1).any(1).sum())} of {len(latents)} items); "
                          "check the autoencoder's weights and its scale factor")
     return latents
 
@@ -36,12 +39,14 @@ def encode_dataset(ae:Codec, # autoencoder with `encode(x) -> z` (scaled latents
                    device=None, # where the encoder runs (default: `ae.device` if it has one, else the data's)
                   ) -> Tensor: # latents (N,c,h,w) on the data's device, float32
     "The diffusion training set of latent diffusion: every image encoded, in order, without gradients."
-    if not isinstance(ae, Codec): raise TypeError(f"`ae` must have `encode` and `decode` methods, got {type(ae).__name__}")
+    if not isinstance(ae, Codec):
+        raise TypeError(f"`ae` must have `encode` and `decode` methods, got {type(ae).__name__}")
     check_latents(data, 'data')
     device = device if device is not None else getattr(ae, 'device', data.device)
     if hasattr(ae, 'eval'): ae.eval()
     with torch.no_grad():
-        z = torch.cat([ae.encode(data[i:i + batch_size].to(device)).float().to(data.device) for i in range(0, len(data), batch_size)])
+        z = torch.cat([ae.encode(data[i:i + batch_size].to(device)).float().to(data.device)
+                       for i in range(0, len(data), batch_size)])
     return check_latents(z, 'latents (the output of `ae.encode`)')
 
 # %% ../nbs/14_latent.ipynb #0a56b15f
@@ -60,7 +65,8 @@ def cluster_latents(latents:Tensor, # latent training set, (N,c,h,w), e.g. from 
     for k in ('data_range', 'input_range'):
         if k in kwargs: raise ValueError(f"`{k}` is fixed for latents (used as given, eta unscaled); got {kwargs[k]!r}")
     meta = {'space': 'latent', 'latent_shape': list(latents.shape[1:]), **kwargs.pop('meta', {})}
-    return cluster_timesteps(latents, schedule, K, alpha, eta, generator, data_range=None, input_range=(0., 1.), meta=meta, **kwargs)
+    return cluster_timesteps(latents, schedule, K, alpha, eta, generator, data_range=None, input_range=(0., 1.),
+                             meta=meta, **kwargs)
 
 # %% ../nbs/14_latent.ipynb #a759ba9c
 def _shape3(latent_shape, name='latent_shape') -> tuple:
@@ -75,15 +81,19 @@ def build_latent_model(preset:str, # a name in `multistage.PRESETS` ('ldm' is th
                        device=None, # where to build ('meta': nothing allocated, for counting)
                        **overrides, # other preset values (enc_ch, dec_chs, ch_mult, attn_resolutions, ...)
                       ) -> nn.Module:
-    "A denoiser for latents of shape `latent_shape`: `build_model` with in_ch, img_size and attention resolutions fitted."
+    ("A denoiser for latents of shape `latent_shape`: `build_model` with in_ch, img_size "
+     "and attention resolutions fitted.")
     if preset not in PRESETS: raise ValueError(f"`preset` must be one of {list(PRESETS)}, got {preset!r}")
     c, h, w = _shape3(latent_shape)
     p = {**PRESETS[preset], **overrides}
     div = 2 ** (len(p['ch_mult']) - 1)
     if h != w or h % div:
-        raise ValueError(f"`latent_shape` {(c, h, w)} does not fit the '{preset}' U-Net: it needs square latents with a side divisible by {div} "
-                         f"(ch_mult={tuple(p['ch_mult'])}); change the autoencoder's factor or the image size, or pass a shorter `ch_mult`")
-    attn = overrides.pop('attn_resolutions', tuple(r * h // PRESETS[preset]['img_size'] for r in PRESETS[preset]['attn_resolutions']))
+        raise ValueError(f"`latent_shape` {(c, h, w)} does not fit the '{preset}' U-Net: "
+                         f"it needs square latents with a side divisible by {div} "
+                         f"(ch_mult={tuple(p['ch_mult'])}); change the autoencoder's factor or the image size, "
+                         "or pass a shorter `ch_mult`")
+    attn = overrides.pop('attn_resolutions',
+                         tuple(r * h // PRESETS[preset]['img_size'] for r in PRESETS[preset]['attn_resolutions']))
     return build_model(preset, arch, intervals, device, in_ch=c, img_size=h, attn_resolutions=attn, **overrides)
 
 def check_model_matches(model:nn.Module, # a denoiser with `in_ch` and `img_size` (every model of `multistage`)
@@ -94,7 +104,8 @@ def check_model_matches(model:nn.Module, # a denoiser with `in_ch` and `img_size
     c, h, w = _shape3(latent_shape)
     want = (getattr(model, 'in_ch', None), getattr(model, 'img_size', None))
     if want != (c, h) or h != w:
-        raise ValueError(f"`model` takes ({want[0]}, {want[1]}, {want[1]}) inputs but {what} gives latents of shape {(c, h, w)}; "
+        raise ValueError(f"`model` takes ({want[0]}, {want[1]}, {want[1]}) inputs "
+                         f"but {what} gives latents of shape {(c, h, w)}; "
                          f"build it with `build_latent_model(preset, arch, intervals, {(c, h, w)})`")
 
 # %% ../nbs/14_latent.ipynb #9e10a708
@@ -110,9 +121,10 @@ def sample_images(model:nn.Module, # latent denoiser `model(z_t, t) -> eps` (use
                   device=None, # where to sample (default: CPU)
                   clamp:bool=True, # clip the decoded images to [-1,1]
                   **sample_kwargs, # further `sample` arguments (spacing, t_end, stage_gflops, solver options)
-                 ) -> tuple[Tensor, list[SampleResult]]: # images (n,C,H,W) on the CPU and the sampler's result per batch
+                 ) -> tuple[Tensor, list[SampleResult]]: # images (n,C,H,W) on the CPU, the sampler's result per batch
     "Sample latents with `samplers.sample`, then decode them to images."
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1: raise ValueError(f"`n` must be a positive int, got {n!r}")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"`n` must be a positive int, got {n!r}")
     lat = tuple(ae.latent_shape(tuple(image_shape))) if hasattr(ae, 'latent_shape') else None
     if lat is not None: check_model_matches(model, lat)
     shape = lat or (model.in_ch, model.img_size, model.img_size)
@@ -120,7 +132,8 @@ def sample_images(model:nn.Module, # latent denoiser `model(z_t, t) -> eps` (use
     images, results = [], []
     with torch.no_grad():
         for b in [min(batch_size, n - i) for i in range(0, n, batch_size)]:
-            r = sample(model, schedule, (b, *shape), solver=solver, nfe=nfe, generator=generator, device=device, **sample_kwargs)
+            r = sample(model, schedule, (b, *shape), solver=solver, nfe=nfe, generator=generator, device=device,
+                       **sample_kwargs)
             check_latents(r.x, 'sampled latents')
             x = ae.decode(r.x.to(getattr(ae, 'device', r.x.device))).float().cpu()
             images.append(x.clamp(-1, 1) if clamp else x); results.append(r)

@@ -18,16 +18,18 @@ __all__ = ['uniform_numbers', 'TimeSampler', 'UniformTime', 'LogNormalSigma', 'e
 _METHODS = ('uniform', 'antithetic', 'stratified')
 
 def uniform_numbers(n:int, # how many numbers
-                    method:str='uniform', # 'uniform' (i.i.d.), 'antithetic' (u and 1-u) or 'stratified' (one per slot [i/n,(i+1)/n))
+                    method:str='uniform', # 'uniform' (iid), 'antithetic' (u, 1-u), 'stratified' (one per [i/n,(i+1)/n))
                     generator:torch.Generator|None=None, # source of randomness
                     device=None, # where to create them
                    ) -> Tensor: # float64 numbers in [0,1), (n,)
     "Uniform numbers in [0,1) with optional antithetic or stratified variance reduction."
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1: raise ValueError(f"`n` must be a positive int, got {n!r}")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"`n` must be a positive int, got {n!r}")
     if method not in _METHODS: raise ValueError(f"`method` must be one of {_METHODS}, got {method!r}")
     dev = generator.device if generator is not None else device
     if method == 'stratified':
-        u = (torch.arange(n, dtype=torch.float64, device=dev) + torch.rand(n, generator=generator, dtype=torch.float64, device=dev)) / n
+        u = (torch.arange(n, dtype=torch.float64, device=dev)
+             + torch.rand(n, generator=generator, dtype=torch.float64, device=dev)) / n
     elif method == 'antithetic':
         half = torch.rand((n + 1) // 2, generator=generator, dtype=torch.float64, device=dev)
         u = torch.cat([half, 1 - half])[:n]
@@ -110,7 +112,8 @@ class LogNormalSigma(TimeSampler):
     def mass(self, lo, hi):
         total = float(self._cdf(1.) - self._cdf(0.))
         return float(self._cdf(hi) - self._cdf(lo)) / total
-    def __repr__(self): return f"LogNormalSigma({self.schedule!r}, p_mean={self.p_mean}, p_std={self.p_std}, method={self.method!r})"
+    def __repr__(self):
+        return f"LogNormalSigma({self.schedule!r}, p_mean={self.p_mean}, p_std={self.p_std}, method={self.method!r})"
 
 # %% ../nbs/07_losses.ipynb #ed767b72
 def eps_loss(model:Callable, # denoiser model(x_t, t) -> eps
@@ -123,9 +126,13 @@ def eps_loss(model:Callable, # denoiser model(x_t, t) -> eps
              **model_kwargs, # passed on to the model (e.g. `stage=k`)
             ) -> Tensor: # omega(t) * mean over pixels of (eps_theta(x_t,t) - eps)^2, (B,)
     "Per-sample weighted eps-prediction loss of Eq. 2/3."
-    if not isinstance(x0, Tensor) or x0.dim() < 2: raise ValueError(f"`x0` must be a (B,C,H,W) tensor, got {getattr(x0, 'shape', type(x0))}")
-    if not isinstance(t, Tensor) or t.shape != x0.shape[:1]: raise ValueError(f"`t` must be a ({x0.shape[0]},) tensor, got {getattr(t, 'shape', t)}")
-    if noise is None: noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=generator.device if generator is not None else x0.device).to(x0.device)
+    if not isinstance(x0, Tensor) or x0.dim() < 2:
+        raise ValueError(f"`x0` must be a (B,C,H,W) tensor, got {getattr(x0, 'shape', type(x0))}")
+    if not isinstance(t, Tensor) or t.shape != x0.shape[:1]:
+        raise ValueError(f"`t` must be a ({x0.shape[0]},) tensor, got {getattr(t, 'shape', t)}")
+    if noise is None:
+        noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype,
+                            device=generator.device if generator is not None else x0.device).to(x0.device)
     xt = schedule.add_noise(x0, noise, t)
     err = (model(xt, t, **model_kwargs).float() - noise.float()).pow(2).flatten(1).mean(1)
     return err if weight is None else err * weight(t).to(err)
@@ -154,7 +161,8 @@ class EDMPrecond(nn.Module):
                 ):
         super().__init__()
         if not sigma_data > 0: raise ValueError(f"`sigma_data` must be positive, got {sigma_data}")
-        self.net, self.schedule, self.sigma_data = net, schedule if schedule is not None else EDMSchedule(), float(sigma_data)
+        self.net, self.schedule, self.sigma_data = (net, schedule if schedule is not None else EDMSchedule(),
+                                                    float(sigma_data))
 
     def __getattr__(self, name):
         if name in ('intervals', 'n_stages'): return getattr(self.net, name)  # routing information of the wrapped model
@@ -184,6 +192,7 @@ class EDMPrecond(nn.Module):
         return (x / s - self.denoise(x, t, **kwargs)) / sigma
 
     def eps_weight(self, t:Tensor) -> Tensor:
-        "The omega(t) that makes `eps_loss` equal EDM's loss: lambda(sigma) sigma^2 = (sigma^2 + sigma_data^2) / sigma_data^2."
+        ("The omega(t) that makes `eps_loss` equal EDM's loss: "
+         "lambda(sigma) sigma^2 = (sigma^2 + sigma_data^2) / sigma_data^2.")
         sigma = self.schedule.sigma(as_time(t).double())
         return (sigma**2 + self.sigma_data**2) / self.sigma_data**2

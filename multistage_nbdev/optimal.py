@@ -15,19 +15,24 @@ __all__ = ['optimal_x0', 'optimal_eps', 'optimal_eps_limit0', 'optimal_eps_limit
 def _compute_dtype(x:Tensor, dtype:torch.dtype|None) -> torch.dtype:
     "float64 if asked for or if `x` is float64, else float32."
     if dtype is None: return torch.float64 if x.dtype == torch.float64 else torch.float32
-    if dtype not in (torch.float32, torch.float64): raise ValueError(f"`dtype` must be torch.float32 or torch.float64, got {dtype}")
+    if dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"`dtype` must be torch.float32 or torch.float64, got {dtype}")
     return dtype
 
 def _check_query(x:Tensor, t, data:Tensor, chunk_size:int) -> Tensor:
     "Validate the arguments shared by `optimal_eps` and `optimal_x0`; return `t` as a tensor."
-    if not isinstance(x, Tensor) or not x.is_floating_point(): raise TypeError(f"`x` must be a floating-point tensor, got {type(x).__name__} {getattr(x, 'dtype', '')}")
+    if not isinstance(x, Tensor) or not x.is_floating_point():
+        raise TypeError(f"`x` must be a floating-point tensor, got {type(x).__name__} {getattr(x, 'dtype', '')}")
     if not isinstance(data, Tensor): raise TypeError(f"`data` must be a tensor (N, ...), got {type(data).__name__}")
-    if data.dim() < 2 or data.shape[0] == 0: raise ValueError(f"`data` must be a non-empty tensor of shape (N, ...), got shape {tuple(data.shape)}")
+    if data.dim() < 2 or data.shape[0] == 0:
+        raise ValueError(f"`data` must be a non-empty tensor of shape (N, ...), got shape {tuple(data.shape)}")
     if x.dim() != data.dim() or x.shape[1:] != data.shape[1:]:
-        raise ValueError(f"`x` must have shape (B, {', '.join(map(str, data.shape[1:]))}) to match `data` {tuple(data.shape)}, got {tuple(x.shape)}")
+        raise ValueError(f"`x` must have shape (B, {', '.join(map(str, data.shape[1:]))}) "
+                         f"to match `data` {tuple(data.shape)}, got {tuple(x.shape)}")
     if int(chunk_size) < 1: raise ValueError(f"`chunk_size` must be a positive integer, got {chunk_size}")
     t = as_time(t)
-    if t.dim() == 1 and t.shape[0] != x.shape[0]: raise ValueError(f"`t` has {t.shape[0]} entries but `x` has a batch of {x.shape[0]}")
+    if t.dim() == 1 and t.shape[0] != x.shape[0]:
+        raise ValueError(f"`t` has {t.shape[0]} entries but `x` has a batch of {x.shape[0]}")
     return t
 
 def _scale_and_sigma(t:Tensor, schedule:Schedule, batch:int, device) -> tuple[Tensor, Tensor]:
@@ -36,8 +41,8 @@ def _scale_and_sigma(t:Tensor, schedule:Schedule, batch:int, device) -> tuple[Te
     s, sigma = schedule.s(t).expand(batch), schedule.sigma(t).expand(batch)
     if not ((sigma > 0) & torch.isfinite(sigma)).all():
         bad = t.expand(batch)[~((sigma > 0) & torch.isfinite(sigma))][:3].tolist()
-        raise ValueError(f"`t` must have 0 < sigma(t) < inf (t >= schedule.t_min = {schedule.t_min}), got t such as {bad}; "
-                         "at sigma = 0 use `optimal_eps_limit0`")
+        raise ValueError(f"`t` must have 0 < sigma(t) < inf (t >= schedule.t_min = {schedule.t_min}), "
+                         f"got t such as {bad}; at sigma = 0 use `optimal_eps_limit0`")
     return s.to(device), sigma.to(device)
 
 # %% ../nbs/02_optimal_denoiser.ipynb #fd44118d
@@ -47,7 +52,7 @@ def _posterior_mean(x:Tensor, # queries x_t, (B,...)
                     schedule:Schedule, # gives s_t and sigma_t
                     chunk_size:int, # training points per chunk
                     dtype:torch.dtype, # compute dtype
-                   ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]: # z-c (B,D), E[y|x]-c (B,D), c (D,), s (B,), sigma (B,)
+                   ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]: # z-c, E[y|x]-c (B,D); c (D,); s, sigma (B,)
     "Prop. 1's softmax-weighted mean of the training set, streamed over chunks with an online log-sum-exp."
     B, N, dev = x.shape[0], data.shape[0], x.device
     D, n_max = x[0].numel(), min(chunk_size, N)
@@ -61,13 +66,14 @@ def _posterior_mean(x:Tensor, # queries x_t, (B,...)
     buf = torch.empty(n_max, D + 2, dtype=dtype, device=dev)               # [y-c, ||y-c||^2, 1] per training point
     buf[:, D + 1] = 1
     m = torch.full((B, 1), -torch.inf, dtype=dtype, device=dev)           # running max of the logits
-    acc = torch.zeros(B, D + 2, dtype=torch.float64, device=dev)          # running [sum w (y-c), sum w ||y-c||^2, sum w]
+    acc = torch.zeros(B, D + 2, dtype=torch.float64, device=dev)          # running [sum w(y-c), sum w||y-c||^2, sum w]
     for i in range(0, N, chunk_size):
         chunk = data[i:i + chunk_size]
         yb = buf[:len(chunk)]
         torch.sub(chunk.reshape(len(chunk), D).to(device=dev, dtype=dtype), c, out=yb[:, :D])
         torch.linalg.vector_norm(yb[:, :D], dim=1, out=yb[:, D]).square_()
-        if not torch.isfinite(yb[:, D]).all(): raise ValueError(f"`data` must be finite, but rows {i}..{i + len(chunk) - 1} contain NaN or inf")
+        if not torch.isfinite(yb[:, D]).all():
+            raise ValueError(f"`data` must be finite, but rows {i}..{i + len(chunk) - 1} contain NaN or inf")
         logits = torch.addmm(row_const, q, yb.T)                           # -||z-y||^2/(2 sigma^2), (B,n)
         m_new = torch.maximum(m, logits.amax(1, keepdim=True))
         p = logits.sub_(m_new).exp_()                                      # (B,n), each in [0,1]
@@ -116,9 +122,11 @@ def optimal_eps_limit1(x:Tensor, # noisy queries x_t, (B,C,H,W)
                        schedule:Schedule, # the noise schedule (s_t, sigma_t)
                       ) -> Tensor: # x/(s_t sigma_t) - data_mean/sigma_t, (B,C,H,W)
     "The sigma -> infinity limit of Eq. 4: uniform weights, so the posterior mean is the data mean."
-    if not isinstance(x, Tensor) or not x.is_floating_point(): raise TypeError(f"`x` must be a floating-point tensor, got {type(x).__name__}")
+    if not isinstance(x, Tensor) or not x.is_floating_point():
+        raise TypeError(f"`x` must be a floating-point tensor, got {type(x).__name__}")
     if not isinstance(data_mean, Tensor) or data_mean.shape != x.shape[1:]:
-        raise ValueError(f"`data_mean` must be a tensor of shape {tuple(x.shape[1:])}, got {tuple(getattr(data_mean, 'shape', ()))}")
+        raise ValueError(f"`data_mean` must be a tensor of shape {tuple(x.shape[1:])}, "
+                         f"got {tuple(getattr(data_mean, 'shape', ()))}")
     t = as_time(t).double()
     s, sigma = expand_like(schedule.s(t), x), expand_like(schedule.sigma(t), x)
     return (x / s - data_mean.to(x)) / sigma
@@ -127,7 +135,8 @@ def dataset_mean(data:Tensor, # training set, (N,C,H,W)
                  chunk_size:int=4096, # rows summed at a time
                 ) -> Tensor: # mean over the N rows, float64, (C,H,W)
     "Mean of a (possibly large, possibly float32) training set, accumulated in float64 chunk by chunk."
-    if not isinstance(data, Tensor) or data.dim() < 1 or data.shape[0] == 0: raise ValueError(f"`data` must be a non-empty tensor (N, ...), got {getattr(data, 'shape', data)}")
+    if not isinstance(data, Tensor) or data.dim() < 1 or data.shape[0] == 0:
+        raise ValueError(f"`data` must be a non-empty tensor (N, ...), got {getattr(data, 'shape', data)}")
     total = torch.zeros(data.shape[1:], dtype=torch.float64, device=data.device)
     for i in range(0, data.shape[0], chunk_size): total += data[i:i + chunk_size].double().sum(0)
     return total / data.shape[0]

@@ -14,7 +14,7 @@ __all__ = ['atomic_write', 'atomic_torch_save', 'atomic_json_dump']
 
 # %% ../nbs/01b_persist.ipynb #4936262c
 def atomic_write(path:str|Path, # destination file; its parent directory is created if needed
-                 data:bytes|str|Callable[[io.BufferedWriter], Any], # bytes, text (UTF-8), or a function that writes to a binary file object
+                 data:bytes|str|Callable[[io.BufferedWriter], Any], # bytes, UTF-8 text, or a function writing to a file
                 ) -> Path: # the destination path
     "Write `data` to `path` atomically (temporary file, fsync, rename)."
     path = Path(path)

@@ -28,7 +28,8 @@ def time_grid(schedule:Schedule, # the noise schedule
              ) -> Tensor: # (n+1,) float64 times, decreasing from t_start to t_end
     "Discretise [t_end, t_start] for a sampler, from high to low noise."
     if spacing not in SPACINGS: raise ValueError(f"`spacing` must be one of {SPACINGS}, got {spacing!r}")
-    if not 0 <= t_end < t_start <= 1: raise ValueError(f"need 0 <= `t_end` < `t_start` <= 1, got t_end={t_end}, t_start={t_start}")
+    if not 0 <= t_end < t_start <= 1:
+        raise ValueError(f"need 0 <= `t_end` < `t_start` <= 1, got t_end={t_end}, t_start={t_start}")
     u = torch.linspace(0, 1, n + 1, dtype=torch.float64) if n > 0 else torch.zeros(1, dtype=torch.float64)
     ends = torch.tensor([t_start, t_end], dtype=torch.float64)
     if spacing == 'time': t = t_start + u * (t_end - t_start)
@@ -69,9 +70,11 @@ class StepState:
         out = self.model(x, torch.full((x.shape[0],), t, dtype=x.dtype, device=x.device))
         self.call_times.append(t)
         if not isinstance(out, Tensor) or out.shape != x.shape:
-            raise ValueError(f"the model must return eps of shape {tuple(x.shape)}, got {getattr(out, 'shape', type(out).__name__)}")
+            raise ValueError(f"the model must return eps of shape {tuple(x.shape)}, "
+                             f"got {getattr(out, 'shape', type(out).__name__)}")
         if not torch.isfinite(out).all():
-            raise ValueError(f"the model returned NaN/inf at step {self.i + 1} of {self.n_steps} (t={t:.6g}, model call {len(self.call_times)})")
+            raise ValueError(f"the model returned NaN/inf at step {self.i + 1} of {self.n_steps} "
+                             f"(t={t:.6g}, model call {len(self.call_times)})")
         return out
     def randn_like(self, x:Tensor) -> Tensor:
         return torch.randn(x.shape, generator=self.generator, dtype=x.dtype, device=x.device)
@@ -255,7 +258,8 @@ class SampleResult:
     def __repr__(self):
         extra = f', steps_per_stage={self.steps_per_stage}' if self.steps_per_stage is not None else ''
         extra += f', gflops_per_image={self.gflops_per_image:.4g}' if self.gflops_per_image is not None else ''
-        return f'SampleResult(solver={self.solver!r}, x={tuple(self.x.shape)}, nfe={self.nfe}, steps={len(self.orders)}{extra})'
+        return (f'SampleResult(solver={self.solver!r}, x={tuple(self.x.shape)}, nfe={self.nfe}, '
+                f'steps={len(self.orders)}{extra})')
 
 def default_t_end(schedule:Schedule, # the schedule sampling runs on
                  ) -> float: # the time where sampling stops
@@ -268,12 +272,15 @@ def _solver(name):
     m = re.fullmatch(r'(dpm-solver(?:\+\+)?)-?(\d+)(m?)', str(name))
     if m:
         have = [k for k in SOLVERS if k.startswith('dpm')]
-        raise ValueError(f"order {m[2]} is not available for {m[1]} {'multistep' if m[3] else 'single-step'} (solver {name!r}); available DPM-Solvers: {have}")
+        raise ValueError(f"order {m[2]} is not available for {m[1]} {'multistep' if m[3] else 'single-step'} "
+                         f"(solver {name!r}); available DPM-Solvers: {have}")
     raise ValueError(f"unknown `solver` {name!r}; valid solvers: {list(SOLVERS)}")
 
 def _stage_report(model, call_times, stage_gflops):
-    intervals, gf = getattr(model, 'intervals', None), stage_gflops if stage_gflops is not None else getattr(model, 'stage_gflops', None)
-    counts = None if intervals is None else torch.bincount(intervals.stage_of(call_times), minlength=intervals.n_stages).tolist()
+    intervals, gf = (getattr(model, 'intervals', None),
+                     stage_gflops if stage_gflops is not None else getattr(model, 'stage_gflops', None))
+    counts = (None if intervals is None
+              else torch.bincount(intervals.stage_of(call_times), minlength=intervals.n_stages).tolist())
     if gf is None: return counts, None
     if isinstance(gf, (int, float)): return counts, len(call_times) * float(gf)  # one cost for every call
     gf, n = [float(v) for v in gf], 1 if counts is None else len(counts)
@@ -299,21 +306,26 @@ def sample(model:Callable, # denoiser `model(x_t, t) -> eps`, x_t (B,C,H,W), t (
            spacing:str|None=None, # one of `SPACINGS`; None: the solver's default
            rho:float=7., # exponent of the 'edm' spacing
            return_trajectory:bool=False, # keep x at every grid time
-           stage_gflops:float|Sequence|None=None, # GFLOPs per call of each stage (one number: of every call); default `model.stage_gflops`
-           **opts, # solver options: eta (ddim); S_churn, S_tmin, S_tmax, S_noise (heun); thresholding, threshold_ratio, threshold_max (dpm-solver++2m)
+           stage_gflops:float|Sequence|None=None, # GFLOPs per call, per stage or for all; None: `model.stage_gflops`
+           **opts, # solver options, e.g. eta (ddim), S_churn (heun), thresholding (dpm-solver++2m); all in `SOLVERS`
           ) -> SampleResult:
-    "Draw samples by solving the reverse diffusion from `t_start` to `t_end` with `solver` in exactly `nfe` model calls."
+    ("Draw samples by solving the reverse diffusion from `t_start` to `t_end` with `solver` "
+     "in exactly `nfe` model calls.")
     sol = _solver(solver)
     _check_int(nfe, 'nfe', 1)
     bad = set(opts) - set(sol.options)
-    if bad: raise TypeError(f"solver {solver!r} has no option(s) {sorted(bad)}; its options are {sorted(sol.options) or 'none'}")
+    if bad:
+        raise TypeError(f"solver {solver!r} has no option(s) {sorted(bad)}; "
+                        f"its options are {sorted(sol.options) or 'none'}")
     t_start = float(schedule.t_max if t_start is None else t_start)
     t_end = default_t_end(schedule) if t_end is None else float(t_end)
     if not schedule.t_min <= t_end < t_start <= schedule.t_max:
-        raise ValueError(f"need {schedule.t_min} <= `t_end` < `t_start` <= {schedule.t_max}, got t_end={t_end}, t_start={t_start}")
+        raise ValueError(f"need {schedule.t_min} <= `t_end` < `t_start` <= {schedule.t_max}, "
+                         f"got t_end={t_end}, t_start={t_start}")
     if noise is None:
         if shape is None: raise ValueError("give `shape` or `noise`")
-        noise = torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype) * float(schedule.noise_std(t_start))
+        noise = (torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype)
+                 * float(schedule.noise_std(t_start)))
     elif shape is not None and tuple(noise.shape) != tuple(shape):
         raise ValueError(f"`noise` has shape {tuple(noise.shape)} but `shape` is {tuple(shape)}")
     x = noise if device is None else noise.to(device)
@@ -337,13 +349,15 @@ def sample(model:Callable, # denoiser `model(x_t, t) -> eps`, x_t (B,C,H,W), t (
 
 # %% ../nbs/09_samplers.ipynb #2e37ddce
 class GaussianOracle:
-    "The exact eps-predictor of Gaussian data N(mu, diag(c^2)) under `schedule`, with the exact PF-ODE solution and marginals."
+    ("The exact eps-predictor of Gaussian data N(mu, diag(c^2)) under `schedule`, "
+     "with the exact PF-ODE solution and marginals.")
     def __init__(self,
                  mu:Tensor, # data mean, (C,H,W)
                  c:Tensor, # data standard deviation per pixel, (C,H,W), > 0
                  schedule:Schedule, # the noise schedule
                 ):
-        if mu.shape != c.shape: raise ValueError(f"`mu` {tuple(mu.shape)} and `c` {tuple(c.shape)} must have the same shape")
+        if mu.shape != c.shape:
+            raise ValueError(f"`mu` {tuple(mu.shape)} and `c` {tuple(c.shape)} must have the same shape")
         if not (c > 0).all(): raise ValueError("`c` must be positive")
         self.mu, self.c, self.schedule = mu, c, schedule
     def _sc(self, t, x):
@@ -376,6 +390,7 @@ def paper_sampler(name:str, # a key of `PAPER_SAMPLERS`
     if name not in PAPER_SAMPLERS: raise ValueError(f"unknown preset {name!r}; presets: {list(PAPER_SAMPLERS)}")
     kw = dict(PAPER_SAMPLERS[name])
     if 'sigma_min' in kw:
-        lo, hi = schedule.t_from_sigma(torch.tensor([kw.pop('sigma_min'), kw.pop('sigma_max')], dtype=torch.float64)).tolist()
+        lo, hi = schedule.t_from_sigma(torch.tensor([kw.pop('sigma_min'), kw.pop('sigma_max')],
+                                                    dtype=torch.float64)).tolist()
         kw.update(t_end=max(lo, schedule.t_min), t_start=min(hi, schedule.t_max))
     return kw

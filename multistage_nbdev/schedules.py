@@ -20,7 +20,8 @@ def as_time(t:float|Tensor, # a time in [0,1]: Python float, 0-d tensor or (B,) 
         if not t.is_floating_point(): t = t.double()
     else:
         try: t = torch.tensor(float(t), dtype=torch.float64)
-        except (TypeError, ValueError): raise TypeError(f"`{name}` must be a float or a tensor of floats, got {type(t).__name__}") from None
+        except (TypeError, ValueError):
+            raise TypeError(f"`{name}` must be a float or a tensor of floats, got {type(t).__name__}") from None
     if t.dim() > 1: raise ValueError(f"`{name}` must be a scalar or of shape (B,), got shape {tuple(t.shape)}")
     if torch.isnan(t).any() or (t < 0).any() or (t > 1).any():
         bad = t[torch.isnan(t) | (t < 0) | (t > 1)].flatten()[:3].tolist()
@@ -34,12 +35,14 @@ def expand_like(v:Tensor, # scalar or (B,) per-sample values
     "Reshape per-sample values so they broadcast over the trailing dimensions of `x`."
     v = torch.as_tensor(v).to(device=x.device, dtype=x.dtype)
     if v.dim() == 0: return v
-    if v.shape[0] != x.shape[0]: raise ValueError(f"per-sample values have {v.shape[0]} entries but the batch has {x.shape[0]}")
+    if v.shape[0] != x.shape[0]:
+        raise ValueError(f"per-sample values have {v.shape[0]} entries but the batch has {x.shape[0]}")
     return v.reshape(-1, *([1] * (x.dim() - 1)))
 
 # %% ../nbs/00_schedules.ipynb #16831270
 class Schedule:
-    "Abstract base class of noise schedules in the Eq. 1 form `x_t = s(t) * (x0 + sigma(t) * eps)`; construct `VPSchedule` or `EDMSchedule`."
+    ("Abstract base class of noise schedules in the Eq. 1 form `x_t = s(t) * (x0 + sigma(t) * eps)`; "
+     "construct `VPSchedule` or `EDMSchedule`.")
     t_min: float = 0.
     t_max: float = 1.
     def __init__(self):
@@ -57,14 +60,16 @@ class Schedule:
         return -2 * torch.log(self.sigma(t))
     def t_from_logsnr(self, l:float|Tensor) -> Tensor:
         "Inverse of `logsnr`: the time whose log-SNR is `l`, clipped to [0, 1]."
-        return self.t_from_sigma(torch.exp(-torch.as_tensor(l, dtype=torch.float64 if not isinstance(l, Tensor) else l.dtype) / 2))
+        return self.t_from_sigma(torch.exp(
+            -torch.as_tensor(l, dtype=torch.float64 if not isinstance(l, Tensor) else l.dtype) / 2))
     def add_noise(self,
                   x0:Tensor, # clean data, (B,C,H,W)
                   eps:Tensor, # standard normal noise, same shape as `x0`
                   t:float|Tensor, # time, scalar or (B,)
                  ) -> Tensor: # x_t = s_t (x0 + sigma_t eps), (B,C,H,W)
         "Sample `x_t` from `p(x_t|x_0)` with given noise (Eq. 1)."
-        if x0.shape != eps.shape: raise ValueError(f"`eps` must have the shape of `x0` {tuple(x0.shape)}, got {tuple(eps.shape)}")
+        if x0.shape != eps.shape:
+            raise ValueError(f"`eps` must have the shape of `x0` {tuple(x0.shape)}, got {tuple(eps.shape)}")
         t = as_time(t)
         return expand_like(self.s(t), x0) * (x0 + expand_like(self.sigma(t), x0) * eps)
     def __repr__(self):
@@ -82,9 +87,12 @@ class VPSchedule(Schedule):
                  t_min:float|None=None, # smallest usable t; default 1e-5 (linear) or 0 (cosine)
                 ):
         if kind not in ('linear', 'cosine'): raise ValueError(f"`kind` must be 'linear' or 'cosine', got {kind!r}")
-        if kind == 'linear' and not 0 <= beta_min < beta_max: raise ValueError(f"need 0 <= `beta_min` < `beta_max`, got {beta_min}, {beta_max}")
-        if kind == 'cosine' and not logsnr_range[0] < logsnr_range[1]: raise ValueError(f"`logsnr_range` must be (low, high) with low < high, got {logsnr_range}")
-        self.kind, self.beta_min, self.beta_max, self.logsnr_range = kind, float(beta_min), float(beta_max), tuple(map(float, logsnr_range))
+        if kind == 'linear' and not 0 <= beta_min < beta_max:
+            raise ValueError(f"need 0 <= `beta_min` < `beta_max`, got {beta_min}, {beta_max}")
+        if kind == 'cosine' and not logsnr_range[0] < logsnr_range[1]:
+            raise ValueError(f"`logsnr_range` must be (low, high) with low < high, got {logsnr_range}")
+        self.kind, self.beta_min, self.beta_max, self.logsnr_range = (kind, float(beta_min), float(beta_max),
+                                                                      tuple(map(float, logsnr_range)))
         self.t_min = float(t_min if t_min is not None else (1e-5 if kind == 'linear' else 0.))
         self._phi0 = math.atan(math.exp(-self.logsnr_range[1] / 2))
         self._phi1 = math.atan(math.exp(-self.logsnr_range[0] / 2))
@@ -127,7 +135,8 @@ class EDMSchedule(Schedule):
                  sigma_max:float=80., # noise level sigma(1) at t=1
                  rho:float=7., # spacing exponent: larger puts more of [0,1] at small sigma
                 ):
-        if not 0 < sigma_min < sigma_max: raise ValueError(f"need 0 < `sigma_min` < `sigma_max`, got {sigma_min}, {sigma_max}")
+        if not 0 < sigma_min < sigma_max:
+            raise ValueError(f"need 0 < `sigma_min` < `sigma_max`, got {sigma_min}, {sigma_max}")
         if rho <= 0: raise ValueError(f"`rho` must be positive, got {rho}")
         self.sigma_min, self.sigma_max, self.rho = float(sigma_min), float(sigma_max), float(rho)
         self._a, self._b = self.sigma_min ** (1 / self.rho), self.sigma_max ** (1 / self.rho)

@@ -32,7 +32,8 @@ def synthetic_images(n:int, # number of images
     for k, v in dict(n=n, c=c, h=h, w=w, n_bumps=n_bumps).items():
         if not isinstance(v, int) or v < 1: raise ValueError(f"`{k}` must be a positive int, got {v!r}")
     r = lambda *s: torch.rand(*s, generator=generator)
-    centre_y, centre_x, width = r(n, c, n_bumps, 1, 1) * h, r(n, c, n_bumps, 1, 1) * w, 0.5 + r(n, c, n_bumps, 1, 1) * max(h, w) / 3
+    centre_y, centre_x, width = (r(n, c, n_bumps, 1, 1) * h, r(n, c, n_bumps, 1, 1) * w,
+                                 0.5 + r(n, c, n_bumps, 1, 1) * max(h, w) / 3)
     sign = torch.where(r(n, c, n_bumps, 1, 1) < 0.5, -1., 1.)
     yy, xx = torch.arange(h).view(h, 1).float(), torch.arange(w).view(1, w).float()
     x = (sign * torch.exp(-((yy - centre_y)**2 + (xx - centre_x)**2) / (2 * width**2))).sum(2)  # (n,c,h,w)
@@ -49,8 +50,10 @@ def gaussian_mixture_data(n:int, # number of samples
                          ) -> tuple[Tensor, Tensor]: # samples (n,*shape) and their component labels (n,)
     "Draw `n` samples from the isotropic Gaussian mixture `sum_k w_k N(means[k], std^2 I)`."
     if std < 0: raise ValueError(f"`std` must be >= 0, got {std}")
-    weights = torch.full((len(means),), 1 / len(means), dtype=torch.float64) if weights is None else torch.as_tensor(weights, dtype=torch.float64)
-    if weights.shape != (len(means),) or (weights < 0).any(): raise ValueError(f"`weights` must be {len(means)} non-negative numbers, got {weights}")
+    weights = (torch.full((len(means),), 1 / len(means), dtype=torch.float64) if weights is None
+               else torch.as_tensor(weights, dtype=torch.float64))
+    if weights.shape != (len(means),) or (weights < 0).any():
+        raise ValueError(f"`weights` must be {len(means)} non-negative numbers, got {weights}")
     labels = torch.multinomial(weights, n, replacement=True, generator=generator)
     noise = torch.randn((n, *means.shape[1:]), generator=generator, dtype=means.dtype)
     return means[labels] + std * noise, labels
@@ -88,7 +91,8 @@ class TinyDenoiser(nn.Module):
             with torch.no_grad():
                 for conv in (self.inp, self.out):
                     bound = 1 / math.sqrt(conv.weight[0].numel())  # PyTorch's default uniform bound
-                    for p in (conv.weight, conv.bias): p.copy_((torch.rand(p.shape, generator=generator) * 2 - 1) * bound)
+                    for p in (conv.weight, conv.bias):
+                        p.copy_((torch.rand(p.shape, generator=generator) * 2 - 1) * bound)
 
     def forward(self,
                 x:Tensor, # noisy images x_t, (B,C,H,W)
@@ -134,7 +138,7 @@ class UncheckedCIFAR10(CIFAR10):
     meta = {**CIFAR10.meta, 'md5': None}
 
 def write_cifar10_files(root:str|Path, # dataset root, as given to torchvision
-                        train:tuple[Tensor,Tensor], # training images (N,32,32,3) uint8 (HWC, as torchvision's `.data`) and labels (N,)
+                        train:tuple[Tensor,Tensor], # images (N,32,32,3) uint8 HWC (torchvision's `.data`), labels (N,)
                         test:tuple[Tensor,Tensor], # test images and labels, same form
                        ) -> Path: # the `cifar-10-batches-py` folder written
     "Write CIFAR-10 python-version pickles (training images spread over the five batches)."

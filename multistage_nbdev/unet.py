@@ -75,8 +75,10 @@ class ResBlock(nn.Module):
                  time_cond:str='scale_shift', # 'scale_shift' (ADM/EDM) or 'add' (DDPM++)
                 ):
         super().__init__()
-        if resample not in (None, 'down', 'up'): raise ValueError(f"`resample` must be None, 'down' or 'up', got {resample!r}")
-        if time_cond not in ('scale_shift', 'add'): raise ValueError(f"`time_cond` must be 'scale_shift' or 'add', got {time_cond!r}")
+        if resample not in (None, 'down', 'up'):
+            raise ValueError(f"`resample` must be None, 'down' or 'up', got {resample!r}")
+        if time_cond not in ('scale_shift', 'add'):
+            raise ValueError(f"`time_cond` must be 'scale_shift' or 'add', got {time_cond!r}")
         self.resample, self.time_cond = resample, time_cond
         self.norm1, self.conv1 = group_norm(in_ch), nn.Conv2d(in_ch, out_ch, 3, padding=1)
         self.emb = nn.Linear(emb_ch, (2 if time_cond == 'scale_shift' else 1) * out_ch)
@@ -138,8 +140,10 @@ class SelfAttention(nn.Module):
 
 # %% ../nbs/05_unet.ipynb #554b5e3e
 def _check_config(in_ch, img_size, ch, ch_mult, num_res_blocks, attn_resolutions, resample_with, time_cond):
-    if time_cond not in ('scale_shift', 'add'): raise ValueError(f"`time_cond` must be 'scale_shift' or 'add', got {time_cond!r}")
-    if resample_with not in ('resblock', 'conv'): raise ValueError(f"`resample_with` must be 'resblock' or 'conv', got {resample_with!r}")
+    if time_cond not in ('scale_shift', 'add'):
+        raise ValueError(f"`time_cond` must be 'scale_shift' or 'add', got {time_cond!r}")
+    if resample_with not in ('resblock', 'conv'):
+        raise ValueError(f"`resample_with` must be 'resblock' or 'conv', got {resample_with!r}")
     for name, v in (('in_ch', in_ch), ('img_size', img_size), ('ch', ch), ('num_res_blocks', num_res_blocks)):
         if not isinstance(v, int) or v < 1: raise ValueError(f"`{name}` must be a positive int, got {v!r}")
     if len(ch_mult) < 1 or any(not isinstance(m, int) or m < 1 for m in ch_mult):
@@ -172,7 +176,8 @@ class Encoder(nn.Module):
         ch_mult, attn_resolutions = tuple(ch_mult), tuple(attn_resolutions)
         _check_config(in_ch, img_size, ch, ch_mult, num_res_blocks, attn_resolutions, resample_with, time_cond)
         self.in_ch, self.img_size, self.ch, self.ch_mult = in_ch, img_size, ch, ch_mult
-        self.num_res_blocks, self.attn_resolutions, self.dropout, self.head_ch = num_res_blocks, attn_resolutions, dropout, head_ch
+        self.num_res_blocks, self.attn_resolutions, self.dropout, self.head_ch = (num_res_blocks, attn_resolutions,
+                                                                                  dropout, head_ch)
         self.resample_with, self.time_cond = resample_with, time_cond
         res_block = lambda i, o: ResBlock(i, o, self.emb_ch, dropout, time_cond=time_cond)
         self.emb_ch = 4 * ch
@@ -185,7 +190,8 @@ class Encoder(nn.Module):
                 if res in attn_resolutions: blocks.append(SelfAttention(ch * m, head_ch))
                 self.down.append(nn.ModuleList(blocks)); cur = ch * m; self.skip_chs.append(cur)
             if i < len(ch_mult) - 1:
-                self.down.append(nn.ModuleList([_resampler(cur, self.emb_ch, dropout, 'down', resample_with, time_cond)]))
+                self.down.append(nn.ModuleList([_resampler(cur, self.emb_ch, dropout, 'down', resample_with,
+                                                           time_cond)]))
                 res //= 2; self.skip_chs.append(cur)
         self.mid = nn.ModuleList([res_block(cur, cur), SelfAttention(cur, head_ch), res_block(cur, cur)])
         self.out_ch = cur
@@ -252,13 +258,15 @@ def check_denoiser_input(x:Tensor, # noisy images, (B,C,H,W)
                          divisor:int, # H and W must be multiples of this
                         ) -> Tensor: # t as a (B,) tensor on x's device
     "Validate a denoiser call `model(x, t)`; raise a ValueError naming the argument."
-    if not isinstance(x, Tensor) or x.dim() != 4: raise ValueError(f"`x` must be a (B,C,H,W) tensor, got {getattr(x, 'shape', type(x))}")
+    if not isinstance(x, Tensor) or x.dim() != 4:
+        raise ValueError(f"`x` must be a (B,C,H,W) tensor, got {getattr(x, 'shape', type(x))}")
     if x.shape[1] != in_ch: raise ValueError(f"`x` must have {in_ch} channels, got shape {tuple(x.shape)}")
     if x.shape[2] % divisor or x.shape[3] % divisor:
         raise ValueError(f"`x` height and width must be multiples of {divisor}, got shape {tuple(x.shape)}")
     t = as_time(t, 't')
     if t.dim() == 0: t = t.expand(x.shape[0]).contiguous()
-    if t.shape[0] != x.shape[0]: raise ValueError(f"`t` must have shape ({x.shape[0]},) to match `x`, got {tuple(t.shape)}")
+    if t.shape[0] != x.shape[0]:
+        raise ValueError(f"`t` must have shape ({x.shape[0]},) to match `x`, got {tuple(t.shape)}")
     return t.to(x.device)
 
 class UNet(nn.Module):
@@ -280,8 +288,8 @@ class UNet(nn.Module):
                  intervals=None, # optional `Intervals`, carried for per-stage logging only
                 ):
         super().__init__()
-        self.encoder = Encoder(in_ch, img_size, ch, ch_mult, num_res_blocks, attn_resolutions, dropout, head_ch, t_scale,
-                               resample_with, time_cond)
+        self.encoder = Encoder(in_ch, img_size, ch, ch_mult, num_res_blocks, attn_resolutions, dropout, head_ch,
+                               t_scale, resample_with, time_cond)
         self.decoder = Decoder(self.encoder, dec_ch, attn_every_block=attn_every_block)
         self.intervals = intervals
 
@@ -303,7 +311,8 @@ def randomize_(model:nn.Module, # module whose parameters are overwritten in pla
                std:float=0.1, # standard deviation of the new values
                generator:torch.Generator|None=None, # for reproducible weights
               ) -> nn.Module: # the same module
-    "Overwrite every parameter with N(0, std^2) noise (GroupNorm weights 1+noise): a test helper that removes zero inits."
+    ("Overwrite every parameter with N(0, std^2) noise (GroupNorm weights 1+noise): "
+     "a test helper that removes zero inits.")
     with torch.no_grad():
         for name, p in model.named_parameters():
             noise = torch.randn(p.shape, generator=generator, dtype=p.dtype).to(p.device) * std

@@ -197,7 +197,7 @@ def train_curve(name:str, # run name: the folder `out_dir/name`
                 n_fid:int=500, # generated images per FID
                 solver:str='dpm-solver-3', # sampler
                 nfe:int=20, # model calls per generated image
-                compose:Callable[[nn.Module], nn.Module]|None=None, # EMA model -> the evaluated model, e.g. `StageComposite`
+                compose:Callable|None=None, # turns the EMA model into the evaluated model (e.g. a `StageComposite`)
                 classifier:str|Path|None=None, # offline FID classifier file (default: the cached one)
                 device:str='cpu', # where to train and evaluate
                 progress:bool=False, # show `fit`'s progress bar

@@ -129,7 +129,8 @@ class EMA:
 
     @torch.no_grad()
     def update(self, model:nn.Module):
-        for e, p in zip(self.model.parameters(), model.parameters()): e.lerp_(p.detach(), 1 - self.beta)
+        "One step of the average: `lerp` of every weight in one fused call, buffers copied."
+        torch._foreach_lerp_(list(self.model.parameters()), [p.detach() for p in model.parameters()], 1 - self.beta)
         for e, b in zip(self.model.buffers(), model.buffers()): e.copy_(b)
 
 # %% ../nbs/08_train.ipynb #bd8ea89c
@@ -420,7 +421,8 @@ class TrainState:
         self.model, self.ema = model.to(where.device).train(), EMA(model, cfg.ema_decay, cfg.ema_halflife, batch_size)
         self.ema.model.to(where.device)
         Opt = torch.optim.AdamW if cfg.optimizer == 'adamw' else torch.optim.Adam
-        self.opt = Opt(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+        self.opt = Opt(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay,
+                       foreach=True)  # one fused update for all tensors (bit-identical to the per-tensor loop)
         self.scaler = torch.amp.GradScaler('cuda') if cfg.amp == 'fp16' else None
         self.gen = torch.Generator(where.device).manual_seed(_mix(cfg.seed, 'noise'))  # same stream on every rank
         self.stage_gen = torch.Generator().manual_seed(_mix(cfg.seed, 'stage'))
@@ -448,6 +450,7 @@ class TrainState:
         "Continue from checkpoint `ck` exactly: weights, optimizer, this rank's random streams, step, log and window."
         self.model.load_state_dict(ck['model']); self.ema.model.load_state_dict(ck['ema'])
         self.opt.load_state_dict(ck['optimizer'])
+        for g in self.opt.param_groups: g['foreach'] = True  # checkpoints written before it was set hold None
         if self.scaler is not None and 'scaler' in ck: self.scaler.load_state_dict(ck['scaler'])
         self.set_rng_state(ck['rng']['ranks'][self.where.rank])
         if self.where.rank == 0: _set_numpy_state(ck['rng']['numpy']); random.setstate(ck['rng']['python'])
@@ -479,8 +482,8 @@ def train_step(state:TrainState, # weights, EMA, optimizer and scaler to update
     state.opt.zero_grad(set_to_none=True)
     (scaler.scale(loss) if scaler is not None else loss).backward()
     if scaler is not None: scaler.unscale_(state.opt)
-    gnorm = nn.utils.clip_grad_norm_(state.model.parameters(),
-                                     cfg.grad_clip if cfg.grad_clip is not None else float('inf'))
+    max_norm = cfg.grad_clip if cfg.grad_clip is not None else float('inf')
+    gnorm = nn.utils.clip_grad_norm_(state.model.parameters(), max_norm, foreach=True)
     mean_loss = _all_reduce(loss.detach().float().clone(), where.world).item() / where.world
     if not math.isfinite(mean_loss) or (scaler is None and not torch.isfinite(gnorm)):
         last = state.checkpoint

@@ -2,8 +2,9 @@
 
 Not collected by pytest (the file name does not start with `test_`). Run from the repository root:
 
-    python tests/benchmarks/sampling_cost.py                          # 'small' preset, DPM-Solver-3, 20 NFE, batch 32, CPU, 1 thread
-    python tests/benchmarks/sampling_cost.py --threads 0              # torch's default thread count
+    python tests/benchmarks/sampling_cost.py                          # 'small' preset, DPM-Solver-3, 20 NFE, batch 32, CPU, 1 and default threads
+    python tests/benchmarks/sampling_cost.py --threads 0              # torch's default thread count only
+    python tests/benchmarks/sampling_cost.py --threads 1,2            # any list of thread counts
     python tests/benchmarks/sampling_cost.py --spacing time           # calls spread uniformly in t
     python tests/benchmarks/sampling_cost.py --preset cifar10 --batch 64 --device cuda
 
@@ -14,7 +15,12 @@ the sum over model calls of the GFLOPs of the stage that served the call (per-st
 paper's convention, multiply-adds of conv and linear layers, and in `torch.utils.flop_counter`'s, 2 per multiply-add).
 The paper's claim (Table 2) is that the multistage model samples at no higher cost than the unified one; the measured time
 ratio should track the GFLOPs ratio (within 10% once the layers are big enough that per-layer overheads do not dominate).
-The last line is `ratio=<x> multistage/unified sampling time per image`, followed by the GFLOPs ratio for comparison.
+At each thread count of `--threads` (0: torch's default; both models timed there, interleaved) it prints, per model, the
+time per image, the achieved GFLOP/s (FlopCounter GFLOPs per image / time per image) and ms per paper-convention GFLOP,
+then the time ratio, the GFLOPs ratio and their quotient. On shared cores the multi-thread times include OpenMP's
+spin-waiting (set `OMP_WAIT_POLICY=PASSIVE` before starting to leave it out; see `fit_step.py`).
+The last line is `ratio=<x> multistage/unified sampling time per image`: the largest over the thread counts, followed by
+the GFLOPs ratio for comparison and the time ratio / GFLOPs ratio at each thread count.
 """
 import argparse, time
 import torch
@@ -38,12 +44,13 @@ def main(argv=None):
     p.add_argument('--spacing', default=None, choices=list(SPACINGS), help="default: the preset's ('logsnr')")
     p.add_argument('--batch', type=int, default=32, help='images sampled per run')
     p.add_argument('--repeats', type=int, default=3, help='timed runs of each model (best is reported)')
-    p.add_argument('--threads', type=int, default=1, help="torch CPU threads; 0 leaves torch's default (on a busy shared "
-                   "machine thread synchronisation, not arithmetic, then sets the time of these small layers)")
+    p.add_argument('--threads', default='1,0', help="comma-separated torch CPU thread counts; 0 is torch's default (on a busy "
+                   "shared machine thread synchronisation, not arithmetic, then sets the time of these small layers)")
     p.add_argument('--device', default='cpu')
     p.add_argument('--seed', type=int, default=0)
     a = p.parse_args(argv)
-    if a.threads: torch.set_num_threads(a.threads)
+    default_threads = torch.get_num_threads()
+    threads = [int(v) or default_threads for v in str(a.threads).split(',')]
     dev = torch.device(a.device)
     sch = VPSchedule('linear')
     kw = paper_sampler('dpm-solver', sch)
@@ -55,28 +62,45 @@ def main(argv=None):
     shape = (a.batch, m0.in_ch, m0.img_size, m0.img_size)
     noise = torch.randn(shape, generator=torch.Generator(device=dev).manual_seed(a.seed), device=dev) * float(sch.noise_std(1.))
     print(f"preset={a.preset} batch={a.batch} image={tuple(shape[1:])} sampler={kw} device={dev} "
-          f"threads={torch.get_num_threads()} torch {torch.__version__}")
+          f"threads={threads} (default {default_threads}) torch {torch.__version__}")
     counts = {arch: gflops(m) for arch, m in models.items()}
     for arch, c in counts.items():
         print(f"{arch:10s} per-call GFLOPs by stage (t near 0 first): paper convention (MACs) "
               f"{[round(v, 4) for v in c['gmacs']]}, FlopCounter {[round(v, 4) for v in c['gflops']]}")
 
     run = lambda arch: sample(models[arch], sch, noise=noise, stage_gflops=counts[arch]['gmacs'], **kw)
-    for arch in models: run(arch)  # warm-up
-    best, res = {arch: float('inf') for arch in models}, {}
-    for _ in range(a.repeats):
-        for arch in models:
-            dt, res[arch] = timed(lambda: run(arch), dev)
-            best[arch] = min(best[arch], dt)
+    best, res = {(n, arch): float('inf') for n in threads for arch in models}, {}
+    for n in threads:  # warm-up at every thread count
+        torch.set_num_threads(n)
+        for arch in models: res[arch] = run(arch)
+    for r in range(a.repeats):
+        for n in threads[::1 if r % 2 == 0 else -1]:
+            torch.set_num_threads(n)
+            for arch in list(models)[::1 if r % 2 == 0 else -1]:
+                dt, res[arch] = timed(lambda: run(arch), dev)
+                best[n, arch] = min(best[n, arch], dt)
+    torch.set_num_threads(default_threads)
+    flop_counter = {arch: sum(c * g for c, g in zip(r.steps_per_stage, counts[arch]['gflops'])) for arch, r in res.items()}
     for arch, r in res.items():
-        flop_counter = sum(n * g for n, g in zip(r.steps_per_stage, counts[arch]['gflops']))
         print(f"{arch:10s} calls per stage {r.steps_per_stage}, sampling GFLOPs per image {r.gflops_per_image:.4f} (paper) "
-              f"{flop_counter:.4f} (FlopCounter); best of {a.repeats}: {best[arch]:.3f} s, "
-              f"{best[arch] / (a.batch * r.nfe) * 1e3:.4f} ms per image per NFE")
-    t_ratio = best['multistage'] / best['unified']
+              f"{flop_counter[arch]:.4f} (FlopCounter)")
     g_ratio = res['multistage'].gflops_per_image / res['unified'].gflops_per_image
-    print(f"time ratio / GFLOPs ratio = {t_ratio / g_ratio:.3f} ({'within' if abs(t_ratio / g_ratio - 1) <= 0.1 else 'outside'} 10%)")
-    print(f"ratio={t_ratio:.3f} multistage/unified sampling time per image (GFLOPs ratio {g_ratio:.3f}, paper convention)")
+    t_ratios = {}
+    for n in threads:
+        print(f"threads {n}, best of {a.repeats}:")
+        for arch, r in res.items():
+            per_img = best[n, arch] / a.batch
+            print(f"  {arch:10s} {best[n, arch]:.3f} s, {per_img * 1e3:.3f} ms per image, {per_img / r.nfe * 1e3:.4f} ms per image "
+                  f"per NFE, {flop_counter[arch] / per_img:.2f} GFLOP/s (FlopCounter), "
+                  f"{per_img * 1e3 / r.gflops_per_image:.3f} ms per GFLOP (paper)")
+        t_ratios[n] = best[n, 'multistage'] / best[n, 'unified']
+        q = t_ratios[n] / g_ratio
+        print(f"  time ratio {t_ratios[n]:.3f}, GFLOPs ratio {g_ratio:.3f}, time ratio / GFLOPs ratio = {q:.3f} "
+              f"({'within' if abs(q - 1) <= 0.1 else 'outside'} 10%)")
+    worst = max(t_ratios, key=t_ratios.get)
+    print(f"ratio={t_ratios[worst]:.3f} multistage/unified sampling time per image, largest over threads {threads} (at {worst}; "
+          f"GFLOPs ratio {g_ratio:.3f}, paper convention; time/GFLOPs "
+          + ', '.join(f"{t_ratios[n] / g_ratio:.3f} at {n}" for n in threads) + ")")
 
 
 if __name__ == '__main__':

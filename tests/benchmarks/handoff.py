@@ -58,6 +58,12 @@ def replaced_stages(setting:Setting, model, noise) -> list:
     return out
 
 
+def first_images(imgs, k:int=24) -> dict:
+    "The first `k` samples as 8-bit pixels, one hex string per image (C,H,W row-major), for a figure that needs no run folder."
+    u8 = ((imgs[:k].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return dict(shape=list(u8.shape[1:]), hex=[bytes(x.flatten().tolist()).hex() for x in u8])
+
+
 def evaluate(setting:Setting, arm:str, m:int, seed:int, n:int, n_diag:int, replace:bool=False) -> dict:
     from multistage_nbdev.metrics import noise_like_share, sampler_denoising_error
     arch, _ = ARMS[arm]
@@ -80,7 +86,8 @@ def evaluate(setting:Setting, arm:str, m:int, seed:int, n:int, n_diag:int, repla
                 noise_like_threshold=thr, n_samples=n, sample_seconds=sample_s, heldout=row['heldout'],
                 heldout_per_interval=row['heldout_per_interval'], train_seconds=row['train_seconds'],
                 seconds_per_step=row['train_seconds'] / m, threads=torch.get_num_threads(), steps_per_stage=info['steps_per_stage'],
-                diag=diag.summary(setting.intervals), diag_noise_like=diag_share, noise_like_with_optimal_stage=repl)
+                diag=diag.summary(setting.intervals), diag_noise_like=diag_share, noise_like_with_optimal_stage=repl,
+                first_images=first_images(imgs))
 
 
 def main():
@@ -111,7 +118,10 @@ def main():
                 if key not in res:
                     res[key] = evaluate(setting, arm, m, a.seed, a.n, a.n_diag, a.replace)
                     atomic_json_dump(load_results(results) | {key: res[key]}, results)
-                r = res[key]
+                r, samples = res[key], setting.out_dir / f'{arm}_s{a.seed}' / f'samples_{m:07d}.pt'
+                if 'first_images' not in r and samples.exists():   # results cached before the images were kept
+                    r['first_images'] = first_images(torch.load(samples, weights_only=True))
+                    atomic_json_dump(load_results(results) | {key: r}, results)
                 print(f"{key}: FID {r['fid']:.2f}, noise-like {100 * r['noise_like']:.1f}%, held-out {r['heldout']:.5f}, "
                       f"{r['seconds_per_step']:.3f} s/step", flush=True)
                 last = key

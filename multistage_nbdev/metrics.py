@@ -33,7 +33,8 @@ __all__ = ['CLASSIFIER_EXTRACTOR', 'INCEPTION_FILE', 'INCEPTION_URL', 'CONVERTED
            'fid_helper_to_fidelity_state_dict', 'load_torchscript', 'fid_helper_model_file', 'inception_check_images',
            'compare_inception_features', 'convert_fid_helper_weights', 'convert_inception_weights', 'image_features',
            'fid_kid', 'inception_score', 'heldout_draws', 'heldout_loss', 'weighted_gflops', 'paper_training_pflops',
-           'training_pflops', 'sampling_gflops']
+           'training_pflops', 'sampling_gflops', 'vertical_roughness', 'noise_like_share', 'SamplerErrors',
+           'sampler_denoising_error']
 
 # %% ../nbs/10_metrics.ipynb #715a5d56
 def to_uint8_rgb(x:Tensor, # images in [-1,1], (N,C,H,W) with C = 1 or 3
@@ -531,3 +532,86 @@ def sampling_gflops(eval_times:int|Sequence[float]|Tensor, # the sampler's evalu
     if intervals is None or intervals.n_stages != len(g):
         raise ValueError(f"`intervals` must have {len(g)} stages to match `gflops_per_stage`, got {intervals!r}")
     return float(g[intervals.stage_of(t)].sum())
+
+# %% ../nbs/10_metrics.ipynb #77a15df4
+from dataclasses import dataclass
+from .optimal import optimal_eps
+from .samplers import sample
+
+# %% ../nbs/10_metrics.ipynb #2e38a8cf
+def _check_images(x, name:str, min_side:int=1):
+    if not isinstance(x, Tensor) or not x.is_floating_point():
+        got = f"{type(x).__name__} {getattr(x, 'dtype', '')}"
+        raise TypeError(f"`{name}` must be a floating-point tensor (N,C,H,W), got {got}")
+    if x.dim() != 4 or x.shape[0] == 0 or x.shape[2] < min_side:
+        raise ValueError(f"`{name}` must be a non-empty tensor (N,C,H,W) with H >= {min_side}, "
+                         f"got shape {tuple(x.shape)}")
+    if not torch.isfinite(x).all(): raise ValueError(f"`{name}` must be finite, but it holds NaN or inf")
+
+def vertical_roughness(images:Tensor, # images, (N,C,H,W) with H >= 2
+                      ) -> Tensor: # mean |x[c,h+1,w] - x[c,h,w]| of each image, (N,)
+    "Mean absolute difference between vertically adjacent pixels of each image: small for strokes, large for noise."
+    _check_images(images, 'images', 2)
+    return (images[:, :, 1:] - images[:, :, :-1]).abs().flatten(1).mean(1)
+
+# %% ../nbs/10_metrics.ipynb #c2630162
+def noise_like_share(images:Tensor, # generated images in [-1,1], (N,C,H,W) with H >= 2
+                     reference:Tensor, # real images of the same (C,H,W), e.g. the test split, (M,C,H,W)
+                     quantile:float=0.99, # the threshold is this quantile of the reference's `vertical_roughness`
+                    ) -> tuple[float, float]: # (share of `images` rougher than the threshold, the threshold)
+    "Share of noise-like images: those whose vertical roughness exceeds the `quantile` of the real images'."
+    _check_images(images, 'images', 2); _check_images(reference, 'reference', 2)
+    if images.shape[1:] != reference.shape[1:]:
+        raise ValueError(f"`images` {tuple(images.shape[1:])} and `reference` {tuple(reference.shape[1:])} "
+                         "must have the same (C,H,W)")
+    if isinstance(quantile, bool) or not isinstance(quantile, (int, float)) or not 0 < quantile < 1:
+        raise ValueError(f"`quantile` must be a number in (0, 1), got {quantile!r}")
+    thr = torch.quantile(vertical_roughness(reference).double(), float(quantile)).item()
+    return (vertical_roughness(images).double() > thr).double().mean().item(), thr
+
+# %% ../nbs/10_metrics.ipynb #f77c4629
+@dataclass
+class SamplerErrors:
+    "Squared error against the optimal denoiser at every model call of one sampler run, and at forward-process states."
+    t: Tensor # time of each model call, (K,) float64
+    sampler: Tensor # per-image mean (eps_model - eps*)^2 at the states the sampler delivered, (K,B)
+    forward: Tensor # the same at x_t = s_t (x_0 + sigma_t eps) with training images x_0, (K,B)
+    x: Tensor # the sampler's final images, (B,C,H,W)
+
+    def summary(self, intervals:Intervals, # the stages to report on
+               ) -> dict: # per stage: entry time, errors at its first call and over its calls; per-call means
+        "Per stage: the errors at the stage's first call (its hand-off) and averaged over its calls."
+        stage, s, f = intervals.stage_of(self.t), self.sampler.mean(1), self.forward.mean(1)
+        per = []
+        for k in range(intervals.n_stages):
+            idx = (stage == k).nonzero().squeeze(1)
+            if not len(idx): per.append(None); continue
+            e = idx[0]  # calls run from t = 1 down: the first call in a stage is where it takes over
+            per.append(dict(entry_t=self.t[e].item(), entry_sampler=s[e].item(), entry_forward=f[e].item(),
+                            mean_sampler=s[idx].mean().item(), mean_forward=f[idx].mean().item(), n_calls=len(idx)))
+        return dict(stages=per, t=self.t.tolist(), sampler=s.tolist(), forward=f.tolist())
+
+# %% ../nbs/10_metrics.ipynb #ca9588c2
+def sampler_denoising_error(model:Callable, # denoiser `model(x_t, t) -> eps`
+                            schedule:Schedule, # the schedule of the model and the sampler
+                            data:Tensor, # training set of the optimal denoiser and the forward states, (N,C,H,W)
+                            noise:Tensor, # starting noise of the sampler, (B,C,H,W)
+                            solver:str='dpm-solver-3', # sampler (see `samplers.SOLVERS`)
+                            nfe:int=20, # model calls
+                            generator:torch.Generator|None=None, # draws the forward states' images and noise
+                           ) -> SamplerErrors:
+    "Error of `model` against `optimal_eps` on the states a sampler delivers to it, and on forward-process states."
+    _check_images(noise, 'noise'); _check_images(data, 'data')
+    calls = []
+    def recorder(x, t):
+        out = model(x, t); calls.append((x.clone(), out)); return out
+    res = sample(recorder, schedule, solver=solver, nfe=nfe, noise=noise)
+    err = lambda e, x, t: (e.double() - optimal_eps(x, t, data, schedule).double()).pow(2).flatten(1).mean(1)
+    s, f = [], []
+    with torch.no_grad():
+        for (x, out), t in zip(calls, res.call_times):   # t: 0-d float64, the sampler's exact grid time
+            x0 = data[torch.randint(len(data), (len(x),), generator=generator)].to(x)
+            xt = schedule.add_noise(x0, torch.randn(x.shape, generator=generator).to(x), t)   # Eq. 1
+            tb = torch.full((len(x),), float(t), dtype=x.dtype, device=x.device)   # as the sampler calls the model
+            s.append(err(out, x, t)); f.append(err(model(xt, tb), xt, t))
+    return SamplerErrors(res.call_times, torch.stack(s), torch.stack(f), res.x)

@@ -16,7 +16,7 @@ from .clustering import Intervals, ClusteringResult, run_clustering, get_schedul
 from .losses import TimeSampler, UniformTime
 from .multistage import PRESETS, build_model, count_params, gflops
 from .train import fit, _jsonable
-from .metrics import fid_kid, heldout_loss, paper_training_pflops, training_pflops
+from .metrics import fid_kid, heldout_loss, noise_like_share, paper_training_pflops, training_pflops
 from .samplers import sample
 from .data import dataset_tensor
 
@@ -170,11 +170,13 @@ def _heldout_row(model, test, schedule, intervals, device) -> dict:
     return dict(heldout=held['weighted'], heldout_per_interval=held['per_interval'], heldout_se=held['per_interval_se'])
 
 def _sample_row(model, test, schedule, shape, solver, nfe, seed, classifier, device, run:Path) -> dict:
-    "Sample `shape[0]` images, measure FID/KID against `test`, keep the first 64 images in `run/samples.pt`."
+    "Sample `shape[0]` images, measure FID/KID and the noise-like share against `test`; keep 64 in `run/samples.pt`."
     imgs, sinfo = run_sample(model, schedule, shape, solver, nfe, seed, device)
     f = fid_kid(test, imgs, extractor='offline', weights_path=classifier, seed=0, device=device)
+    noisy, threshold = noise_like_share(imgs, test)
     atomic_torch_save(imgs[:64].clone(), run / 'samples.pt')
     return dict(fid=f['fid'], kid=f['kid'], kid_std=f['kid_std'], n_fid_images=[f['n_real'], f['n_fake']],
+                noise_like=noisy, noise_like_threshold=threshold,
                 sampling_gflops_per_image=sinfo['sampling_gflops_per_image'], steps_per_stage=sinfo['steps_per_stage'])
 
 # %% ../nbs/12_experiment.ipynb #2865374a

@@ -11,14 +11,14 @@ from torch import Tensor
 from fastcore.script import Param, store_true
 from .schedules import Schedule
 from .persist import atomic_json_dump
-from .data import dataset_tensor, show_grid
+from .data import dataset_tensor, show_grid, ImageFiles, prepare_images
 from .clustering import Intervals, ClusteringResult, get_schedule, plot_similarity
 from .multistage import build_model
 from .train import plot_losses, read_checkpoint, list_checkpoints, CheckpointError
 from .losses import EDMPrecond
 from .console import console_command, UserError
 from .experiment import train_curve, cluster_stage, run_sample, preset_for_images
-from .metrics import fid_kid, heldout_loss
+from .metrics import fid_kid, heldout_loss, noise_like_share
 
 # %% auto #0
 __all__ = ['UNITS', 'report_entry', 'plot_run', 'compare_models', 'comparison_table', 'run_main', 'main_cli', 'load_trained',
@@ -67,6 +67,10 @@ def _weighted_se(entry:dict, lengths:list) -> float:
     "Standard error of the length-weighted held-out loss from the per-interval standard errors."
     return math.sqrt(sum((w * se) ** 2 for w, se in zip(lengths, entry['heldout_loss_se'])))
 
+def _noise_words(m:dict, u:dict) -> str:
+    if m.get('noise_like_share') is None or u.get('noise_like_share') is None: return ''
+    return f"noise-like samples {m['noise_like_share']:.1%} against {u['noise_like_share']:.1%}; "
+
 def compare_models(m:dict, # report entry of the multistage model
                    u:dict, # report entry of the unified model
                    boundaries:list, # the intervals' t1, t2, ...
@@ -87,7 +91,8 @@ def compare_models(m:dict, # report entry of the multistage model
                       f"unified model's ({out['heldout_loss_ratio'] - 1:+.1%}, {z_loss:+.1f} standard errors of the "
                       f"draws) and its offline FID is {fid} the unified one's ({out['fid_ratio']:.2f}x, KID difference "
                       f"{z_kid:+.1f} subset spreads), at {out['train_time_ratio']:.2f}x the training time; "
-                      f"a verdict on the method needs several training seeds (see the experiment notebooks).")
+                      f"{_noise_words(m, u)}a verdict on the method needs several training seeds "
+                      "(see the experiment notebooks).")
     return out
 
 # %% ../nbs/15_pipeline.ipynb #ca88f2f1
@@ -284,6 +289,12 @@ def model_shape(model:torch.nn.Module, # a model of `build_model`, or one wrappe
     return (m.in_ch, m.img_size, m.img_size)
 
 # %% ../nbs/15_pipeline.ipynb #8160e11a
+def _read_images(folder:Path, like:Tensor) -> Tensor: # (N,C,H,W) in [-1,1], the channels and size of `like`
+    "The image files of `folder` (PNG or JPEG, in name order) as one tensor."
+    paths = sorted(f for f in folder.rglob('*') if f.suffix.lower() in ('.png', '.jpg', '.jpeg'))
+    files = ImageFiles(paths, channels=like.shape[1])
+    return prepare_images(torch.stack([files.load(i) for i in range(len(files))]), size=tuple(like.shape[-2:]))
+
 @console_command('msd_evaluate')
 def evaluate_cli(samples:str, # samples.pt written by msd_sample, or a folder of image files
                  dataset:str='mnist5k', # reference dataset name or image-folder path (see data.DATASETS)
@@ -306,6 +317,8 @@ def evaluate_cli(samples:str, # samples.pt written by msd_sample, or a folder of
         kid_n = max(2, min(1000, len(real) // 2, n_fake // 2))
         rep = dict(samples=str(s), dataset=dataset, split=split,
                    fid_kid=fid_kid(real, fake, extractor=extractor, weights_path=weights, kid_subset_size=kid_n))
+        share, threshold = noise_like_share(fake if isinstance(fake, Tensor) else _read_images(s, real), real)
+        rep['noise_like'] = dict(share=share, threshold=threshold)
         if ckpt is not None:
             model, sch, _ = load_trained(ckpt)
             rep['heldout_loss'] = heldout_loss(model, real, sch, getattr(model, 'intervals', None))
@@ -313,7 +326,7 @@ def evaluate_cli(samples:str, # samples.pt written by msd_sample, or a folder of
     path = Path(out) if out else (s.parent if s.is_file() else s) / 'evaluation.json'
     atomic_json_dump(rep, path)
     f = rep['fid_kid']
-    print(f"FID {f['fid']:.3f}, KID {f['kid']:.5f} "
+    print(f"FID {f['fid']:.3f}, KID {f['kid']:.5f}, noise-like {rep['noise_like']['share']:.1%} "
           f"({f['extractor']} features, {f['n_fake'] or n_fake} vs {f['n_real']} images)"
           + (f"; held-out loss {rep['heldout_loss']['weighted']:.5f}" if ckpt else '') + f"; report {path}")
     return rep

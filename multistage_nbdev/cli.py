@@ -35,15 +35,15 @@ def parse_overrides(pairs:list|None, # KEY=VALUE strings from the command line (
     return out
 
 def load_images(dataset:str, # dataset name, or the path of an image folder (PATH/train/<class>/...)
-                root:str|None, # torchvision root for mnist/fashionmnist/cifar10
+                root:str|None, # folder of mnist/fashionmnist/cifar10 files (fashionmnist: Debian's by default)
                 size:int, # output height and width
                 channels:int, # output channels
                 split:str='train', # 'train' or 'test'
                ):
     "The training images as a dataset, with errors a user can act on."
-    from multistage_nbdev.data import get_dataset, DATASETS
+    from multistage_nbdev.data import get_dataset, DATASETS, ALIASES
     name = dataset
-    if dataset.lower() not in DATASETS:
+    if dataset.lower() not in DATASETS + tuple(ALIASES):
         p = Path(dataset).expanduser()
         if not p.exists():
             raise UserError(f"dataset {dataset!r} is neither a known name ({', '.join(DATASETS)}) nor an existing path")
@@ -95,7 +95,7 @@ def train_cli(preset:str='small', # model configuration: small, tiny, cifar10, e
               arch:str='multistage', # unified, separate or multistage
               overrides:Param("preset overrides KEY=VALUE ..., e.g. dropout=0.1 dec_chs=(64,32,16)", str,
                               nargs='*')=None,
-              dataset:str='mnist5k', # mnist5k (bundled), mnist, fashionmnist, cifar10 (need --root) or an image folder
+              dataset:str='mnist5k', # mnist5k (bundled), fashionmnist (Debian's), mnist, cifar10 (--root) or a folder
               root:str=None, # torchvision root folder of an on-disk dataset
               schedule:str='vp-linear', # noise schedule: vp-linear, vp-cosine or edm (edm adds EDM preconditioning)
               intervals:str=None, # intervals JSON (as msd_cluster writes); default: the preset's (paper's) intervals

@@ -169,10 +169,13 @@ def _heldout_row(model, test, schedule, intervals, device) -> dict:
     held = heldout_loss(model, test, schedule, intervals, seed=0, device=device)
     return dict(heldout=held['weighted'], heldout_per_interval=held['per_interval'], heldout_se=held['per_interval_se'])
 
-def _sample_row(model, test, schedule, shape, solver, nfe, seed, classifier, device, run:Path) -> dict:
+def _sample_row(model, test, schedule, shape, solver, nfe, seed,
+                classifier:tuple, # (classifier file or None, the dataset whose classifier it is)
+                device, run:Path) -> dict:
     "Sample `shape[0]` images, measure FID/KID and the noise-like share against `test`; keep 64 in `run/samples.pt`."
     imgs, sinfo = run_sample(model, schedule, shape, solver, nfe, seed, device)
-    f = fid_kid(test, imgs, extractor='offline', weights_path=classifier, seed=0, device=device)
+    weights, dataset = classifier
+    f = fid_kid(test, imgs, extractor='offline', weights_path=weights, dataset=dataset, seed=0, device=device)
     noisy, threshold = noise_like_share(imgs, test)
     atomic_torch_save(imgs[:64].clone(), run / 'samples.pt')
     return dict(fid=f['fid'], kid=f['kid'], kid_std=f['kid_std'], n_fid_images=[f['n_real'], f['n_fake']],
@@ -200,7 +203,8 @@ def train_curve(name:str, # run name: the folder `out_dir/name`
                 solver:str='dpm-solver-3', # sampler
                 nfe:int=20, # model calls per generated image
                 compose:Callable|None=None, # turns the EMA model into the evaluated model (e.g. a `StageComposite`)
-                classifier:str|Path|None=None, # offline FID classifier file (default: the cached one)
+                classifier:str|Path|None=None, # offline FID classifier file (default: the cached one of `dataset`)
+                dataset:str='mnist5k', # the data's name: whose offline classifier the FID uses
                 device:str='cpu', # where to train and evaluate
                 progress:bool=False, # show `fit`'s progress bar
                 ckpt_config:dict|None=None, # more entries of the checkpoints' `config` (for `load_trained`)
@@ -217,6 +221,7 @@ def train_curve(name:str, # run name: the folder `out_dir/name`
                             n_fid=n_fid, solver=solver, nfe=nfe, data=[list(train.shape), list(test.shape)],
                             schedule=schedule, compose=getattr(compose, '__name__', compose)))
     if ckpt_config: config['ckpt_config'] = _jsonable(ckpt_config)  # absent otherwise: earlier caches stay valid
+    if dataset != 'mnist5k': config['dataset'] = dataset
     path = run / 'curve.json'
     curve = json.loads(path.read_text()) if path.exists() else None
     if curve is None or curve['config'] != config: curve = dict(name=name, config=config, info={}, rows=[])
@@ -245,7 +250,8 @@ def train_curve(name:str, # run name: the folder `out_dir/name`
                    real_pflops=training_pflops(m, batch_size, fl, intervals if arch != 'unified' else None),
                    fid=None, kid=None)
         if m in fid_at:
-            row.update(_sample_row(ev, test, schedule, (n_fid, C, H, W), solver, nfe, seed, classifier, device, run))
+            shape = (n_fid, C, H, W)
+            row.update(_sample_row(ev, test, schedule, shape, solver, nfe, seed, (classifier, dataset), device, run))
         curve['rows'] = sorted([x for x in curve['rows'] if x['iters'] != m] + [row], key=lambda x: x['iters'])
         atomic_json_dump(curve, path)
     curve['rows'] = [r for r in curve['rows'] if r['iters'] in milestones]

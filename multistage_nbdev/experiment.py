@@ -15,15 +15,15 @@ from .persist import atomic_json_dump, atomic_torch_save
 from .clustering import Intervals, ClusteringResult, run_clustering, get_schedule
 from .losses import TimeSampler, UniformTime
 from .multistage import PRESETS, build_model, count_params, gflops
-from .train import fit, _jsonable
+from .train import fit, read_log, _jsonable
 from .metrics import fid_kid, heldout_loss, noise_like_share, paper_training_pflops, training_pflops
 from .samplers import sample
 from .data import dataset_tensor
 
 # %% auto #0
 __all__ = ['load_clustering', 'cluster_stage', 'run_sample', 'preset_for_images', 'Setting', 'RestrictedTime', 'StageComposite',
-           'load_ema', 'seeded_model', 'train_curve', 'reach_ratio', 'steady_seconds', 'seed_stats', 'differs',
-           'plot_curves']
+           'load_ema', 'seeded_model', 'train_curve', 'parallel_curves', 'reach_ratio', 'saturation_point',
+           'stage_images', 'steady_seconds', 'seed_stats', 'differs', 'plot_curves']
 
 # %% ../nbs/12_experiment.ipynb #bf80a481
 def load_clustering(out_dir:str|Path, # run folder written by `run_clustering`
@@ -257,6 +257,26 @@ def train_curve(name:str, # run name: the folder `out_dir/name`
     curve['rows'] = [r for r in curve['rows'] if r['iters'] in milestones]
     return curve
 
+# %% ../nbs/12_experiment.ipynb #227bd984
+def _curve_job(kw:dict, threads:int) -> dict:
+    "One `train_curve` call in a worker process with `threads` torch threads."
+    torch.set_num_threads(threads)
+    return train_curve(**kw)
+
+def parallel_curves(jobs:dict, # label -> keyword arguments of one `train_curve` call
+                    workers:int=2, # processes (1: run the jobs one after another in this process)
+                    threads:int=1, # torch threads in each worker process
+                   ) -> dict: # label -> curve, in the order of `jobs`
+    "Run independent `train_curve` jobs in `workers` processes; finished jobs come from their cache, killed ones resume."
+    if not isinstance(workers, int) or workers < 1: raise ValueError(f"`workers` must be a positive int, got {workers!r}")
+    if not isinstance(threads, int) or threads < 1: raise ValueError(f"`threads` must be a positive int, got {threads!r}")
+    if workers == 1: return {k: train_curve(**kw) for k, kw in jobs.items()}
+    import concurrent.futures as cf, multiprocessing as mp
+    from multistage_nbdev.experiment import _curve_job as job  # by module path: a fresh process must import it
+    with cf.ProcessPoolExecutor(min(workers, max(len(jobs), 1)), mp_context=mp.get_context('spawn')) as ex:
+        futures = {k: ex.submit(job, kw, threads) for k, kw in jobs.items()}
+        return {k: f.result() for k, f in futures.items()}
+
 # %% ../nbs/12_experiment.ipynb #8356c447
 def reach_ratio(fast:dict, # curve of the model that should get there first (e.g. multistage)
                 ref:dict, # curve of the reference model (e.g. unified)
@@ -276,6 +296,39 @@ def reach_ratio(fast:dict, # curve of the model that should get there first (e.g
             return (prev[x] + f * (r[x] - prev[x])) / cost
         prev = r
     return None
+
+# %% ../nbs/12_experiment.ipynb #bc03dce1
+def _interp(xs:Sequence[float], ys:Sequence[float], x:float) -> float:
+    "Linear interpolation of the points (xs, ys) at x (xs increasing, x within them)."
+    for x0, y0, x1, y1 in zip(xs, ys, xs[1:], ys[1:]):
+        if x0 <= x <= x1: return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+    if len(xs) and x == xs[0]: return ys[0]
+    raise ValueError(f"{x} lies outside [{xs[0]}, {xs[-1]}]")
+
+def saturation_point(curve:dict, # a `train_curve` result
+                     metric:str='heldout', # row key, lower is better
+                     tol:float=0.01, # relative improvement below which the model counts as saturated
+                     window:float=0.25, # the last fraction of training over which the improvement is measured
+                    ) -> int|None: # first milestone from which on the model stayed saturated; None: never within the curve
+    "First milestone m from which on `metric` improved by less than `tol` over [(1-window) m, m] at every milestone."
+    if not 0 < window < 1: raise ValueError(f"`window` must lie in (0, 1), got {window}")
+    rows = [r for r in curve['rows'] if r.get(metric) is not None]
+    xs, ys = [r['iters'] for r in rows], [r[metric] for r in rows]
+    ok = [(1 - window) * m >= xs[0] and (_interp(xs, ys, (1 - window) * m) - v) / v < tol for m, v in zip(xs, ys)]
+    for k in range(len(ok)):
+        if all(ok[k:]): return xs[k]
+    return None
+
+# %% ../nbs/12_experiment.ipynb #05a2221d
+def stage_images(run_dir:str|Path, # a `train_curve` run folder (its `fit` log is `ckpt/log.jsonl`)
+                 iters:int|None=None, # count up to this step (default: the whole log)
+                ) -> dict: # {'images': per stage, 'steps': steps counted}
+    "Training images per stage interval, summed from a run's log (a step logged twice after a resume counts once)."
+    recs = {r['step']: r for r in read_log(Path(run_dir) / 'ckpt' / 'log.jsonl') if 'stage_count' in r}
+    steps = sorted(s for s in recs if iters is None or s <= iters)
+    if not steps: raise ValueError(f"no logged steps in {run_dir} up to {iters}")
+    images = [sum(recs[s]['stage_count'][k] for s in steps) for k in range(len(recs[steps[0]]['stage_count']))]
+    return dict(images=images, steps=steps[-1])
 
 # %% ../nbs/12_experiment.ipynb #3715f8b1
 def steady_seconds(curve:dict, # a `train_curve` result

@@ -267,9 +267,9 @@ def parallel_curves(jobs:dict, # label -> keyword arguments of one `train_curve`
                     workers:int=2, # processes (1: run the jobs one after another in this process)
                     threads:int=1, # torch threads in each worker process
                    ) -> dict: # label -> curve, in the order of `jobs`
-    "Run independent `train_curve` jobs in `workers` processes; finished jobs come from their cache, killed ones resume."
-    if not isinstance(workers, int) or workers < 1: raise ValueError(f"`workers` must be a positive int, got {workers!r}")
-    if not isinstance(threads, int) or threads < 1: raise ValueError(f"`threads` must be a positive int, got {threads!r}")
+    "Run independent `train_curve` jobs in `workers` processes; done ones come from the cache, killed ones resume."
+    for arg, v in (('workers', workers), ('threads', threads)):
+        if not isinstance(v, int) or v < 1: raise ValueError(f"`{arg}` must be a positive int, got {v!r}")
     if workers == 1: return {k: train_curve(**kw) for k, kw in jobs.items()}
     import concurrent.futures as cf, multiprocessing as mp
     from multistage_nbdev.experiment import _curve_job as job  # by module path: a fresh process must import it
@@ -309,7 +309,7 @@ def saturation_point(curve:dict, # a `train_curve` result
                      metric:str='heldout', # row key, lower is better
                      tol:float=0.01, # relative improvement below which the model counts as saturated
                      window:float=0.25, # the last fraction of training over which the improvement is measured
-                    ) -> int|None: # first milestone from which on the model stayed saturated; None: never within the curve
+                    ) -> int|None: # first milestone from which on the model stayed saturated; None: not in the curve
     "First milestone m from which on `metric` improved by less than `tol` over [(1-window) m, m] at every milestone."
     if not 0 < window < 1: raise ValueError(f"`window` must lie in (0, 1), got {window}")
     rows = [r for r in curve['rows'] if r.get(metric) is not None]

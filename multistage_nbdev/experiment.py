@@ -265,12 +265,16 @@ def _curve_job(kw:dict, threads:int) -> dict:
 
 def parallel_curves(jobs:dict, # label -> keyword arguments of one `train_curve` call
                     workers:int=2, # processes (1: run the jobs one after another in this process)
-                    threads:int=1, # torch threads in each worker process
+                    threads:int=1, # torch threads of each run
                    ) -> dict: # label -> curve, in the order of `jobs`
     "Run independent `train_curve` jobs in `workers` processes; done ones come from the cache, killed ones resume."
     for arg, v in (('workers', workers), ('threads', threads)):
         if not isinstance(v, int) or v < 1: raise ValueError(f"`{arg}` must be a positive int, got {v!r}")
-    if workers == 1: return {k: train_curve(**kw) for k, kw in jobs.items()}
+    if workers == 1:  # here, with `threads` threads for the runs (thread counts change float summation order)
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try: return {k: train_curve(**kw) for k, kw in jobs.items()}
+        finally: torch.set_num_threads(before)
     import concurrent.futures as cf, multiprocessing as mp
     from multistage_nbdev.experiment import _curve_job as job  # by module path: a fresh process must import it
     with cf.ProcessPoolExecutor(min(workers, max(len(jobs), 1)), mp_context=mp.get_context('spawn')) as ex:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json, math, time
 from pathlib import Path
 from typing import Callable, Sequence
+import numpy as np
 import torch
 import torch.nn as nn
 from torch import Tensor
@@ -22,8 +23,8 @@ from .data import dataset_tensor
 
 # %% auto #0
 __all__ = ['load_clustering', 'cluster_stage', 'run_sample', 'preset_for_images', 'Setting', 'RestrictedTime', 'StageComposite',
-           'load_ema', 'seeded_model', 'train_curve', 'parallel_curves', 'reach_ratio', 'saturation_point',
-           'stage_images', 'steady_seconds', 'seed_stats', 'differs', 'plot_curves']
+           'load_ema', 'seeded_model', 'train_curve', 'parallel_curves', 'reach_ratio', 'recent_gain',
+           'saturation_point', 'stage_images', 'steady_seconds', 'seed_stats', 'differs', 'plot_curves']
 
 # %% ../nbs/12_experiment.ipynb #bf80a481
 def load_clustering(out_dir:str|Path, # run folder written by `run_clustering`
@@ -302,12 +303,20 @@ def reach_ratio(fast:dict, # curve of the model that should get there first (e.g
     return None
 
 # %% ../nbs/12_experiment.ipynb #bc03dce1
-def _interp(xs:Sequence[float], ys:Sequence[float], x:float) -> float:
-    "Linear interpolation of the points (xs, ys) at x (xs increasing, x within them)."
-    for x0, y0, x1, y1 in zip(xs, ys, xs[1:], ys[1:]):
-        if x0 <= x <= x1: return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
-    if len(xs) and x == xs[0]: return ys[0]
-    raise ValueError(f"{x} lies outside [{xs[0]}, {xs[-1]}]")
+def recent_gain(curve:dict, # a `train_curve` result
+                at:int|None=None, # milestone at which to measure (default: the curve's last)
+                metric:str='heldout', # row key, lower is better
+                window:float=0.25, # the last fraction of training over which the improvement is measured
+               ) -> float|None: # relative improvement over [(1-window) at, at]; None: that starts before the curve
+    "How much `metric` improved over the last `window` of training up to milestone `at`, relative to its value there."
+    if not 0 < window < 1: raise ValueError(f"`window` must lie in (0, 1), got {window}")
+    rows = [r for r in curve['rows'] if r.get(metric) is not None]
+    xs, ys = [r['iters'] for r in rows], [r[metric] for r in rows]
+    at = xs[-1] if at is None else at
+    if at not in xs: raise ValueError(f"`at` must be a milestone of the curve with {metric!r}, got {at} (have {xs})")
+    start, v = (1 - window) * at, ys[xs.index(at)]
+    if start < xs[0]: return None
+    return (float(np.interp(start, xs, ys)) - v) / v
 
 def saturation_point(curve:dict, # a `train_curve` result
                      metric:str='heldout', # row key, lower is better
@@ -315,13 +324,14 @@ def saturation_point(curve:dict, # a `train_curve` result
                      window:float=0.25, # the last fraction of training over which the improvement is measured
                     ) -> int|None: # first milestone from which on the model stayed saturated; None: not in the curve
     "First milestone m from which on `metric` improved by less than `tol` over [(1-window) m, m] at every milestone."
-    if not 0 < window < 1: raise ValueError(f"`window` must lie in (0, 1), got {window}")
-    rows = [r for r in curve['rows'] if r.get(metric) is not None]
-    xs, ys = [r['iters'] for r in rows], [r[metric] for r in rows]
-    ok = [(1 - window) * m >= xs[0] and (_interp(xs, ys, (1 - window) * m) - v) / v < tol for m, v in zip(xs, ys)]
+    if not 0 < window < 1: raise ValueError(f"`window` must lie in (0, 1), got {window}")  # also for an empty curve
+    xs = [r['iters'] for r in curve['rows'] if r.get(metric) is not None]
+    gains = [recent_gain(curve, m, metric, window) for m in xs]
+    ok = [g is not None and g < tol for g in gains]
     for k in range(len(ok)):
         if all(ok[k:]): return xs[k]
     return None
+
 
 # %% ../nbs/12_experiment.ipynb #05a2221d
 def stage_images(run_dir:str|Path, # a `train_curve` run folder (its `fit` log is `ckpt/log.jsonl`)

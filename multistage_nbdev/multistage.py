@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_multistage.ipynb #7627faa0
 from __future__ import annotations
-import math
+import math, os
 import torch
 from torch import nn, Tensor
 from torch.utils.flop_counter import FlopCounterMode
@@ -12,8 +12,9 @@ from .clustering import Intervals
 from .unet import Encoder, Decoder, UNet, check_denoiser_input
 
 # %% auto #0
-__all__ = ['PAPER_INTERVALS', 'PRESETS', 'group_by_stage', 'route', 'MultistageUNet', 'SeparateUNet', 'stage_widths',
-           'build_model', 'count_params', 'gflops', 'plot_architecture']
+__all__ = ['ONEDNN_CACHE_CAPACITY', 'PAPER_INTERVALS', 'PRESETS', 'group_by_stage', 'route', 'MultistageUNet',
+           'raise_onednn_caches', 'SeparateUNet', 'stage_widths', 'build_model', 'count_params', 'gflops',
+           'plot_architecture']
 
 # %% ../nbs/06_multistage.ipynb #0a5d8a34
 def group_by_stage(stage:Tensor, # stage index of each sample, (B,) int64
@@ -108,6 +109,18 @@ class MultistageUNet(nn.Module):
                ) -> Tensor: # predicted noise eps, (B,C,H,W)
         t = check_denoiser_input(x, t, self.in_ch, 2 ** (len(self.encoder.ch_mult) - 1))
         return self._forward(x, t, None if stage is None else _check_stage(stage, self.n_stages))
+
+# %% ../nbs/06_multistage.ipynb #c4d2a7b1
+ONEDNN_CACHE_CAPACITY = 65536
+
+def raise_onednn_caches(capacity:int=ONEDNN_CACHE_CAPACITY, # kernels each cache keeps (oneDNN's default is 1,024)
+                       ) -> dict: # the two settings now in force for this process
+    "Let oneDNN keep `capacity` compiled kernels per cache (before the first convolution); a user's own settings win."
+    if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
+        raise ValueError(f"`capacity` must be a positive int, got {capacity!r}")
+    return {k: os.environ.setdefault(k, str(capacity)) for k in ('ONEDNN_PRIMITIVE_CACHE_CAPACITY', 'LRU_CACHE_CAPACITY')}
+
+raise_onednn_caches()
 
 # %% ../nbs/06_multistage.ipynb #afb0ddb7
 class SeparateUNet(nn.Module):

@@ -24,8 +24,8 @@ from .persist import atomic_torch_save, atomic_write
 __all__ = ['CKPT_FORMAT', 'TIME_SAMPLING', 'STAGE_CHOICE', 'collate_images', 'TrainData', 'ema_beta', 'EMA', 'CheckpointError',
            'TrainingDiverged', 'checkpoint_path', 'list_checkpoints', 'read_checkpoint', 'check_compatible',
            'resolve_time_sampling', 'pick_stage', 'read_log', 'plot_losses', 'FitResult', 'Placement', 'TrainConfig',
-           'StepTimes', 'LossWindow', 'TrainState', 'train_step', 'RunFiles', 'model_fingerprint', 'Run', 'prepare_run',
-           'train_loop', 'fit']
+           'StepTimes', 'LossWindow', 'adam_kernel', 'TrainState', 'train_step', 'RunFiles', 'model_fingerprint', 'Run',
+           'prepare_run', 'train_loop', 'fit']
 
 # %% ../nbs/08_train.ipynb #d16a8cd3
 def _mix(*parts) -> int:
@@ -408,6 +408,15 @@ class LossWindow:
         self.loss, self.n, self.steps = s['loss'], s['n'], s['steps']
         self.stage_sum, self.stage_n, self.t0 = s['stage_sum'].clone(), s['stage_n'].clone(), time.perf_counter()
 
+# %% ../nbs/08_train.ipynb #b8c9d0e1
+_FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+def adam_kernel(model:nn.Module, # the model whose parameters the optimizer updates
+               ) -> dict: # {'fused': True, 'foreach': False} or the reverse, keywords of torch.optim.Adam/AdamW
+    "The fused Adam kernel where PyTorch has one for every parameter (float tensors on CPU or CUDA), else `foreach`."
+    ok = all(p.device.type in ('cpu', 'cuda') and p.dtype in _FUSED_DTYPES for p in model.parameters())
+    return {'fused': True, 'foreach': False} if ok else {'foreach': True, 'fused': False}
+
 # %% ../nbs/08_train.ipynb #d8ded0d0
 class TrainState:
     "Everything a run changes as it trains: weights, EMA, optimizer, AMP scaler, random streams, step, log history."
@@ -422,7 +431,7 @@ class TrainState:
         self.ema.model.to(where.device)
         Opt = torch.optim.AdamW if cfg.optimizer == 'adamw' else torch.optim.Adam
         self.opt = Opt(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay,
-                       foreach=True)  # one fused update for all tensors (bit-identical to the per-tensor loop)
+                       **adam_kernel(model))
         self.scaler = torch.amp.GradScaler('cuda') if cfg.amp == 'fp16' else None
         self.gen = torch.Generator(where.device).manual_seed(_mix(cfg.seed, 'noise'))  # same stream on every rank
         self.stage_gen = torch.Generator().manual_seed(_mix(cfg.seed, 'stage'))
@@ -450,7 +459,7 @@ class TrainState:
         "Continue from checkpoint `ck` exactly: weights, optimizer, this rank's random streams, step, log and window."
         self.model.load_state_dict(ck['model']); self.ema.model.load_state_dict(ck['ema'])
         self.opt.load_state_dict(ck['optimizer'])
-        for g in self.opt.param_groups: g['foreach'] = True  # checkpoints written before it was set hold None
+        for g in self.opt.param_groups: g.update(adam_kernel(self.model))  # older checkpoints hold other kernels
         if self.scaler is not None and 'scaler' in ck: self.scaler.load_state_dict(ck['scaler'])
         self.set_rng_state(ck['rng']['ranks'][self.where.rank])
         if self.where.rank == 0: _set_numpy_state(ck['rng']['numpy']); random.setstate(ck['rng']['python'])

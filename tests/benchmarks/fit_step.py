@@ -6,6 +6,7 @@ Not collected by pytest (the file name does not start with `test_`). Run from th
     python tests/benchmarks/fit_step.py                        # 'small' preset, batch 64, 1 thread and the default count
     python tests/benchmarks/fit_step.py --steps 15 --rounds 3 --threads 1,0 --batch 64 --preset small
     python tests/benchmarks/fit_step.py --intervals 0.196,0.694 # interval-weighted GFLOPs = the unified model's (+-0.1%)
+    python tests/benchmarks/fit_step.py --arms mixed --threads 1 # only these arms beside the unified one
 
 Arms, all built by `multistage.build_model(preset, arch, intervals)` with the same seed and trained by `fit` on the bundled
 digits (resized to the preset's image size), Adam, EMA, gradient clipping and the per-stage log included:
@@ -21,6 +22,11 @@ out. The arms run interleaved, in alternating order, for `--rounds` rounds at ea
 work of step k of another: the reported time per step is the median over rounds of each step, averaged over the steps
 (the best over rounds is printed too). On this virtual machine a descheduled vCPU also shows as CPU time, so a median
 over repeats of the same step, rather than a mean over a round, keeps the rare multi-second stalls out.
+
+Every round trains the same steps, so from the second round on the decoders of a mixed batch meet batch sizes whose
+convolution kernels oneDNN has already compiled, as they do in a long run once each size has come up (importing
+`multistage_nbdev.multistage` makes the kernel caches large enough to keep them; `varying_batches.py` shows a run's way
+there). The first round's figures, printed per round, include that compilation.
 
 FLOPs per step are counted, not assumed: `fit`'s log (one record per step) gives the samples each stage served in the timed
 steps, and each stage's GFLOPs per image come from `multistage.gflops` (FlopCounter convention, 2 per multiply-add, all
@@ -78,14 +84,16 @@ def main(argv=None):
     p.add_argument('--intervals', default='0.196,0.749', help='stage boundaries (default: Algorithm 1 on the bundled digits)')
     p.add_argument('--clock', choices=('cpu', 'wall'), default='cpu', help='clock of the ratio line (both are printed)')
     p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--arms', default=','.join(ARMS), help='comma-separated arms to time (unified is always timed)')
     a = p.parse_args(argv)
+    arms = {arm: ARMS[arm] for arm in ARMS if arm == 'unified' or arm in a.arms.split(',')}
     if a.warm < 1 or a.steps < 1 or a.rounds < 1: raise SystemExit('--warm, --steps and --rounds must be >= 1')
     default_threads = torch.get_num_threads()
     threads = [int(v) or default_threads for v in a.threads.split(',')]
     iv = Intervals([float(v) for v in a.intervals.split(',')])
     cfg = PRESETS[a.preset]
     data = dataset_tensor('digits', size=cfg['img_size'], channels=cfg['in_ch'])
-    models = {arm: build_model(a.preset, arch, iv, seed=a.seed) for arm, (arch, _) in ARMS.items()}
+    models = {arm: build_model(a.preset, arch, iv, seed=a.seed) for arm, (arch, _) in arms.items()}
     stage_gf = {arm: gflops(build_model(a.preset, arch, iv, device='meta'))['gflops'] for arm, (arch, _) in ARMS.items()}
     print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, default threads {default_threads}, "
           f"preset {a.preset}, batch {a.batch}, {data.shape[0]} digits {tuple(data.shape[1:])}, intervals {iv}")
@@ -97,29 +105,29 @@ def main(argv=None):
           f"interval-weighted multistage / unified {weighted / stage_gf['unified'][0]:.3f}, "
           f"mean over stages / unified {statistics.mean(stage_gf['mixed']) / stage_gf['unified'][0]:.3f}")
 
-    times = {(n, arm): [] for n in threads for arm in ARMS}   # per round: (steps, 2) seconds, wall and CPU
+    times = {(n, arm): [] for n in threads for arm in arms}   # per round: (steps, 2) seconds, wall and CPU
     counts = {}
     for r in range(a.rounds):
         for n in threads[::1 if r % 2 == 0 else -1]:
             torch.set_num_threads(n)
-            for arm in list(ARMS)[::1 if r % 2 == 0 else -1]:
-                dt, counts[arm] = timed_fit(models[arm], ARMS[arm][1], data, a.warm, a.steps, a.batch, a.seed)
+            for arm in list(arms)[::1 if r % 2 == 0 else -1]:
+                dt, counts[arm] = timed_fit(models[arm], arms[arm][1], data, a.warm, a.steps, a.batch, a.seed)
                 times[n, arm].append(dt)
         print(f"round {r + 1} (ms per step, wall/CPU): " + ', '.join(
             f"{arm}@{n} {times[n, arm][-1][:, 0].mean() * 1e3:.0f}/{times[n, arm][-1][:, 1].mean() * 1e3:.0f}"
-            for n in threads for arm in ARMS))
+            for n in threads for arm in arms))
     torch.set_num_threads(default_threads)
     print(f"load average at the end {os.getloadavg()[0]:.1f} (1 min), {os.getloadavg()[1]:.1f} (5 min)")
 
-    flops = {arm: sum(c * g for c, g in zip(counts[arm], stage_gf[arm])) / sum(counts[arm]) for arm in ARMS}
+    flops = {arm: sum(c * g for c, g in zip(counts[arm], stage_gf[arm])) / sum(counts[arm]) for arm in arms}
     worst, where = 0., None
     for n in threads:
-        med = {arm: per_step(times[n, arm], 'median') for arm in ARMS}
-        best = {arm: per_step(times[n, arm], 'min') for arm in ARMS}
+        med = {arm: per_step(times[n, arm], 'median') for arm in arms}
+        best = {arm: per_step(times[n, arm], 'min') for arm in arms}
         print(f"\nthreads {n}: ms per step (median over {a.rounds} rounds), ratios to unified; last column: CPU time, best of rounds")
         print(f"{'arm':9s} {'samples per stage':>18s} {'GFLOP/img':>9s} {'FLOP x':>6s} {'wall ms':>8s} {'CPU ms':>8s} "
               f"{'wall x':>6s} {'CPU x':>6s} {'wall/FLOP':>9s} {'CPU/FLOP':>8s} {'best CPU/FLOP':>13s}")
-        for arm in ARMS:
+        for arm in arms:
             fr = flops[arm] / flops['unified']
             wr, cr = (med[arm][i] / med['unified'][i] for i in (0, 1))
             print(f"{arm:9s} {str(counts[arm]):>18s} {flops[arm]:9.4f} {fr:6.3f} {med[arm][0] * 1e3:8.1f} {med[arm][1] * 1e3:8.1f} "

@@ -12,9 +12,9 @@ from .clustering import Intervals
 from .unet import Encoder, Decoder, UNet, check_denoiser_input
 
 # %% auto #0
-__all__ = ['ONEDNN_CACHE_CAPACITY', 'PAPER_INTERVALS', 'PRESETS', 'group_by_stage', 'route', 'MultistageUNet',
-           'raise_onednn_caches', 'SeparateUNet', 'stage_widths', 'build_model', 'count_params', 'gflops',
-           'plot_architecture']
+__all__ = ['ONEDNN_CACHE_CAPACITY', 'ONEDNN_CACHE_VARS', 'PAPER_INTERVALS', 'PRESETS', 'group_by_stage', 'route',
+           'MultistageUNet', 'raise_onednn_caches', 'SeparateUNet', 'stage_widths', 'build_model', 'count_params',
+           'gflops', 'plot_architecture']
 
 # %% ../nbs/06_multistage.ipynb #0a5d8a34
 def group_by_stage(stage:Tensor, # stage index of each sample, (B,) int64
@@ -112,13 +112,14 @@ class MultistageUNet(nn.Module):
 
 # %% ../nbs/06_multistage.ipynb #c4d2a7b1
 ONEDNN_CACHE_CAPACITY = 65536
+ONEDNN_CACHE_VARS = ('ONEDNN_PRIMITIVE_CACHE_CAPACITY', 'LRU_CACHE_CAPACITY')  # oneDNN's, ideep's
 
 def raise_onednn_caches(capacity:int=ONEDNN_CACHE_CAPACITY, # kernels each cache keeps (oneDNN's default is 1,024)
                        ) -> dict: # the two settings now in force for this process
     "Let oneDNN keep `capacity` compiled kernels per cache (before the first convolution); a user's own settings win."
     if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
         raise ValueError(f"`capacity` must be a positive int, got {capacity!r}")
-    return {k: os.environ.setdefault(k, str(capacity)) for k in ('ONEDNN_PRIMITIVE_CACHE_CAPACITY', 'LRU_CACHE_CAPACITY')}
+    return {k: os.environ.setdefault(k, str(capacity)) for k in ONEDNN_CACHE_VARS}
 
 raise_onednn_caches()
 

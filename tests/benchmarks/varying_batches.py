@@ -16,6 +16,7 @@ over each window of `--window` steps is printed with the peak memory of the proc
 The last line is `ratio=<x>`: the multistage / unified time over the last window with the largest capacity.
 """
 import argparse, json, os, resource, statistics, subprocess, sys, time
+from multistage_nbdev.multistage import ONEDNN_CACHE_VARS
 
 
 def child(steps:int, window:int, threads:int):
@@ -59,7 +60,7 @@ def main(argv=None):
           f"load average {os.getloadavg()[0]:.1f}")
     last = None
     for cap in sorted(int(c) for c in a.capacities.split(',')):
-        env = {**os.environ, 'ONEDNN_PRIMITIVE_CACHE_CAPACITY': str(cap), 'LRU_CACHE_CAPACITY': str(cap)}
+        env = {**os.environ, **{k: str(cap) for k in ONEDNN_CACHE_VARS}}
         out = subprocess.run([sys.executable, __file__, '--child', '--steps', str(a.steps), '--window', str(a.window),
                               '--threads', str(a.threads)], env=env, capture_output=True, text=True, check=True).stdout
         print(f"\ncache capacity {cap}: steps, unified ms, multistage ms, ratio, peak memory")

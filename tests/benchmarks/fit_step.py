@@ -86,6 +86,8 @@ def main(argv=None):
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--arms', default=','.join(ARMS), help='comma-separated arms to time (unified is always timed)')
     a = p.parse_args(argv)
+    unknown = set(a.arms.split(',')) - set(ARMS)
+    if unknown: raise SystemExit(f"--arms: unknown {sorted(unknown)}; choose from {list(ARMS)}")
     arms = {arm: ARMS[arm] for arm in ARMS if arm == 'unified' or arm in a.arms.split(',')}
     if a.warm < 1 or a.steps < 1 or a.rounds < 1: raise SystemExit('--warm, --steps and --rounds must be >= 1')
     default_threads = torch.get_num_threads()

@@ -332,7 +332,6 @@ def saturation_point(curve:dict, # a `train_curve` result
         if all(ok[k:]): return xs[k]
     return None
 
-
 # %% ../nbs/12_experiment.ipynb #05a2221d
 def stage_images(run_dir:str|Path, # a `train_curve` run folder (its `fit` log is `ckpt/log.jsonl`)
                  iters:int|None=None, # count up to this step (default: the whole log)

@@ -15,6 +15,7 @@ digits (resized to the preset's image size), Adam, EMA, gradient clipping and th
   mixed     multistage, every batch covers all intervals and is routed sample by sample (`'mixed'`)
   rank      multistage, `'rank'` in one process: the stages rotate step by step
   separate  one U-Net per interval (`build_model(preset, 'separate', intervals)`), one stage per step
+  twin      the unified arm again, timed like the others: its ratio to unified is this run's noise, not a cost
 Each arm runs `fit` for `--warm` + `--steps` steps; `fit`'s `callback` stamps the wall clock and the process CPU time after
 every step and the steps after the warm-up are timed, so set-up (EMA copy, optimizer state, first-step allocations) is left
 out. The arms run interleaved, in alternating order, for `--rounds` rounds at each thread count of `--threads`
@@ -38,10 +39,11 @@ their partner needs: on two shared cores a 2-thread step measured 5-10x slower t
 printed before and after the run; `OMP_WAIT_POLICY=PASSIVE python tests/benchmarks/fit_step.py` measures the multi-thread
 steps without the spinning (it must be set before the process starts).
 
-The last line is `ratio=<x>`: the worst, over the non-unified arms and the thread counts, of
+The last line is `ratio=<x>`: the worst, over the arms other than unified and twin and over the thread counts, of
 (arm's time per step / unified time per step) / (arm's FLOPs per step / unified FLOPs per step), on the `--clock` clock
 (CPU time by default: steadier on a shared machine; at one thread it equals an idle machine's wall time). 1 means the arm
-costs what its FLOPs say; above 1 is overhead that the FLOP count does not show.
+costs what its FLOPs say; above 1 is overhead that the FLOP count does not show. The line ends with the twin arm's
+figures at each thread count: an arm whose ratio is closer to 1 than the twin's is within this run's noise.
 """
 import argparse, copy, os, platform, statistics, time, warnings
 import torch
@@ -52,7 +54,7 @@ from multistage_nbdev.schedules import VPSchedule
 from multistage_nbdev.train import fit
 
 ARMS = {'unified': ('unified', 'mixed'), 'stage': ('multistage', 'stage'), 'mixed': ('multistage', 'mixed'),
-        'rank': ('multistage', 'rank'), 'separate': ('separate', 'stage')}
+        'rank': ('multistage', 'rank'), 'separate': ('separate', 'stage'), 'twin': ('unified', 'mixed')}
 
 
 def timed_fit(model, mode, data, warm, steps, batch, seed) -> tuple:
@@ -89,6 +91,7 @@ def main(argv=None):
     unknown = set(a.arms.split(',')) - set(ARMS)
     if unknown: raise SystemExit(f"--arms: unknown {sorted(unknown)}; choose from {list(ARMS)}")
     arms = {arm: ARMS[arm] for arm in ARMS if arm == 'unified' or arm in a.arms.split(',')}
+    if set(arms) <= {'unified', 'twin'}: raise SystemExit("--arms: name at least one arm besides 'unified' and 'twin'")
     if a.warm < 1 or a.steps < 1 or a.rounds < 1: raise SystemExit('--warm, --steps and --rounds must be >= 1')
     default_threads = torch.get_num_threads()
     threads = [int(v) or default_threads for v in a.threads.split(',')]
@@ -122,7 +125,7 @@ def main(argv=None):
     print(f"load average at the end {os.getloadavg()[0]:.1f} (1 min), {os.getloadavg()[1]:.1f} (5 min)")
 
     flops = {arm: sum(c * g for c, g in zip(counts[arm], stage_gf[arm])) / sum(counts[arm]) for arm in arms}
-    worst, where = 0., None
+    worst, where, twin = 0., None, {}
     for n in threads:
         med = {arm: per_step(times[n, arm], 'median') for arm in arms}
         best = {arm: per_step(times[n, arm], 'min') for arm in arms}
@@ -135,9 +138,11 @@ def main(argv=None):
             print(f"{arm:9s} {str(counts[arm]):>18s} {flops[arm]:9.4f} {fr:6.3f} {med[arm][0] * 1e3:8.1f} {med[arm][1] * 1e3:8.1f} "
                   f"{wr:6.3f} {cr:6.3f} {wr / fr:9.3f} {cr / fr:8.3f} {best[arm][1] / best['unified'][1] / fr:13.3f}")
             key = (cr if a.clock == 'cpu' else wr) / fr
-            if arm != 'unified' and key > worst: worst, where = key, f"{arm} at {n} thread{'s' * (n > 1)}"
+            if arm == 'twin': twin[n] = key
+            elif arm != 'unified' and key > worst: worst, where = key, f"{arm} at {n} thread{'s' * (n > 1)}"
+    noise = ', '.join(f"{v:.3f} at {n} thread{'s' * (n > 1)}" for n, v in twin.items()) or 'not run'
     print(f"ratio={worst:.3f} worst (fit step time / unified) / (FLOPs per step / unified), {a.clock} time, "
-          f"{where}; preset {a.preset}, batch {a.batch}")
+          f"{where}; preset {a.preset}, batch {a.batch}; twin (noise): {noise}")
 
 
 if __name__ == '__main__':

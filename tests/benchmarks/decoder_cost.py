@@ -21,12 +21,14 @@ cost per GFLOP against the unified decoder's (narrow layers do less arithmetic p
 
 Last, the fixed cost of one small convolution (3x3, 32 to 32 channels, 2 images of 4x4, whose arithmetic is about 0.6
 MFLOP): the median time of its forward pass alone and of forward + backward, per call. A decoder of the `small` preset
-has 36 convolutions.
+has 36 convolutions. Beside it, what oneDNN itself reports for forward + backward (its verbose log, read from the
+process's standard output while `torch.backends.mkldnn.verbose` is on; median over calls): the primitives it ran and their
+summed execution time. The difference to the call's time is spent outside oneDNN's kernels, in setting up each call.
 
 The last line is `ratio=<x>`: predicted multistage decoders' time / unified decoder's time for a mixed batch, divided by
 their FLOP ratio, at the first thread count of `--threads`.
 """
-import argparse, os, statistics, time
+import argparse, ctypes, os, statistics, sys, tempfile, time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 from multistage_nbdev.clustering import Intervals
@@ -78,8 +80,24 @@ def measure(threads, decoders, encoders, shape, sizes, reps, seed) -> dict:
     return out
 
 
+def onednn_exec(f) -> tuple:
+    "oneDNN's own account of one call of `f`: (summed execution time of its primitives in us, their kinds) from its verbose log."
+    libc = ctypes.CDLL(None)
+    sys.stdout.flush(); libc.fflush(None)
+    saved = os.dup(1)
+    with tempfile.TemporaryFile('w+') as log:
+        os.dup2(log.fileno(), 1)   # oneDNN writes its log with C stdio, to file descriptor 1
+        try:
+            with torch.backends.mkldnn.verbose(torch.backends.mkldnn.VERBOSE_ON): f()
+            libc.fflush(None)
+        finally: os.dup2(saved, 1); os.close(saved)
+        log.seek(0)
+        rows = [line.strip().split(',') for line in log if ',primitive,exec,' in line]
+    return sum(float(r[-1]) for r in rows) * 1e3, [r[5] for r in rows]
+
+
 def small_conv_cost(threads, reps=200) -> tuple:
-    "Median microseconds of one tiny 3x3 convolution: forward (no gradients), and forward + backward."
+    "Median microseconds of one tiny 3x3 convolution: forward (no gradients), forward + backward, and oneDNN's part of it."
     torch.set_num_threads(threads)
     x, w = torch.randn(2, 32, 4, 4, requires_grad=True), torch.randn(32, 32, 3, 3, requires_grad=True)
     b, go = torch.randn(32, requires_grad=True), torch.randn(2, 32, 4, 4)
@@ -95,7 +113,9 @@ def small_conv_cost(threads, reps=200) -> tuple:
         for _ in range(reps):
             t0 = time.perf_counter(); f(); ts.append(time.perf_counter() - t0)
         out.append(statistics.median(ts) * 1e6)
-    return tuple(out)
+    if not torch.backends.mkldnn.is_available(): return (*out, float('nan'), [])
+    runs = [onednn_exec(both) for _ in range(21)]
+    return (*out, statistics.median(us for us, _ in runs), runs[-1][1])
 
 
 def predict(res, weights, batch) -> tuple:
@@ -152,9 +172,11 @@ def main(argv=None):
         by_batch = {b: predict(res, weights, b) for b in (32, 64, 128, 256, 512)}
         print("the same lines at other batch sizes (multistage / unified decoders, over the FLOP ratio): " +
               ', '.join(f"{b}: {m / u / fr:.3f}" for b, (u, m) in by_batch.items()))
-        fwd_us, both_us = small_conv_cost(n)
+        fwd_us, both_us, dnn_us, kinds = small_conv_cost(n)
         print(f"one small convolution (3x3, 32->32 channels, 2 images of 4x4): forward {fwd_us:.0f} us, "
-              f"forward + backward {both_us:.0f} us per call")
+              f"forward + backward {both_us:.0f} us per call, of which oneDNN's kernels ran {dnn_us:.0f} us "
+              f"({kinds.count('convolution')} convolutions, {kinds.count('reorder')} layout reorders, "
+              f"{len(kinds)} primitives); outside them {both_us - dnn_us:.0f} us")
         first = first or (n, ms_t / uni_t / fr)
     print(f"ratio={first[1]:.3f} predicted multistage / unified decoders' forward+backward on a mixed batch, over the "
           f"FLOP ratio, {first[0]} thread(s), preset {a.preset}")

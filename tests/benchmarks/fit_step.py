@@ -7,6 +7,7 @@ Not collected by pytest (the file name does not start with `test_`). Run from th
     python tests/benchmarks/fit_step.py --steps 15 --rounds 3 --threads 1,0 --batch 64 --preset small
     python tests/benchmarks/fit_step.py --intervals 0.196,0.694 # interval-weighted GFLOPs = the unified model's (+-0.1%)
     python tests/benchmarks/fit_step.py --arms mixed --threads 1 # only these arms beside the unified one
+    python tests/benchmarks/fit_step.py --channels-last         # every arm's weights and activations in NHWC order
 
 Arms, all built by `multistage.build_model(preset, arch, intervals)` with the same seed and trained by `fit` on the bundled
 digits (resized to the preset's image size), Adam, EMA, gradient clipping and the per-stage log included:
@@ -87,6 +88,8 @@ def main(argv=None):
     p.add_argument('--clock', choices=('cpu', 'wall'), default='cpu', help='clock of the ratio line (both are printed)')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--arms', default=','.join(ARMS), help='comma-separated arms to time (unified is always timed)')
+    p.add_argument('--channels-last', action='store_true',
+                   help="train every arm in channels-last memory format (`model.to(memory_format=torch.channels_last)`)")
     a = p.parse_args(argv)
     unknown = set(a.arms.split(',')) - set(ARMS)
     if unknown: raise SystemExit(f"--arms: unknown {sorted(unknown)}; choose from {list(ARMS)}")
@@ -99,11 +102,13 @@ def main(argv=None):
     cfg = PRESETS[a.preset]
     data = dataset_tensor('digits', size=cfg['img_size'], channels=cfg['in_ch'])
     models = {arm: build_model(a.preset, arch, iv, seed=a.seed) for arm, (arch, _) in arms.items()}
+    if a.channels_last: models = {arm: m.to(memory_format=torch.channels_last) for arm, m in models.items()}
     stage_gf = {arm: gflops(build_model(a.preset, arch, iv, device='meta'))['gflops'] for arm, (arch, _) in ARMS.items()}
     print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, default threads {default_threads}, "
           f"preset {a.preset}, batch {a.batch}, {data.shape[0]} digits {tuple(data.shape[1:])}, intervals {iv}")
     print(f"steps: {a.warm} warm + {a.steps} timed, {a.rounds} rounds, threads {threads}, "
-          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}, load average {os.getloadavg()[0]:.1f}")
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}, load average {os.getloadavg()[0]:.1f}, "
+          f"memory format {'channels_last' if a.channels_last else 'contiguous (NCHW)'}")
     weighted = sum(w * g for w, g in zip(iv.lengths, stage_gf['mixed']))
     print(f"GFLOPs per image per stage (FlopCounter): multistage {[round(g, 4) for g in stage_gf['mixed']]}, "
           f"separate {[round(g, 4) for g in stage_gf['separate']]}, unified {stage_gf['unified'][0]:.4f}; "

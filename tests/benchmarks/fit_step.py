@@ -13,7 +13,9 @@ Arms, all built by `multistage.build_model(preset, arch, intervals)` with the sa
 digits (resized to the preset's image size), Adam, EMA, gradient clipping and the per-stage log included:
   unified   the unified U-Net, times drawn over [0,1] (`time_sampling='mixed'`)
   stage     multistage, one stage per step drawn uniformly (`'stage'`, the paper's DPM-Solver code)
-  mixed     multistage, every batch covers all intervals and is routed sample by sample (`'mixed'`)
+  mixed     multistage, every batch covers all intervals and is routed sample by sample (`'mixed'`); with two or more
+            threads its decoders run side by side (`multistage.route`)
+  in-turn   the mixed arm with `multistage.SIDE_BY_SIDE = False`: the decoders one after the other at all threads
   rank      multistage, `'rank'` in one process: the stages rotate step by step
   separate  one U-Net per interval (`build_model(preset, 'separate', intervals)`), one stage per step
   twin      the unified arm again, timed like the others: its ratio to unified is this run's noise, not a cost
@@ -40,14 +42,16 @@ their partner needs: on two shared cores a 2-thread step measured 5-10x slower t
 printed before and after the run; `OMP_WAIT_POLICY=PASSIVE python tests/benchmarks/fit_step.py` measures the multi-thread
 steps without the spinning (it must be set before the process starts).
 
-The last line is `ratio=<x>`: the worst, over the arms other than unified and twin and over the thread counts, of
+The last line is `ratio=<x>`: the worst, over the arms other than unified, twin and in-turn and over the thread counts, of
 (arm's time per step / unified time per step) / (arm's FLOPs per step / unified FLOPs per step), on the `--clock` clock
 (CPU time by default: steadier on a shared machine; at one thread it equals an idle machine's wall time). 1 means the arm
 costs what its FLOPs say; above 1 is overhead that the FLOP count does not show. The line ends with the twin arm's
-figures at each thread count: an arm whose ratio is closer to 1 than the twin's is within this run's noise.
+figures at each thread count: an arm whose ratio is closer to 1 than the twin's is within this run's noise; then the
+in-turn arm's, what mixed batches cost without the decoders side by side.
 """
 import argparse, copy, os, platform, statistics, time, warnings
 import torch
+import multistage_nbdev.multistage as multistage
 from multistage_nbdev.clustering import Intervals
 from multistage_nbdev.data import dataset_tensor
 from multistage_nbdev.multistage import PRESETS, build_model, gflops
@@ -55,7 +59,8 @@ from multistage_nbdev.schedules import VPSchedule
 from multistage_nbdev.train import fit
 
 ARMS = {'unified': ('unified', 'mixed'), 'stage': ('multistage', 'stage'), 'mixed': ('multistage', 'mixed'),
-        'rank': ('multistage', 'rank'), 'separate': ('separate', 'stage'), 'twin': ('unified', 'mixed')}
+        'in-turn': ('multistage', 'mixed'), 'rank': ('multistage', 'rank'), 'separate': ('separate', 'stage'),
+        'twin': ('unified', 'mixed')}
 
 
 def timed_fit(model, mode, data, warm, steps, batch, seed) -> tuple:
@@ -121,7 +126,9 @@ def main(argv=None):
         for n in threads[::1 if r % 2 == 0 else -1]:
             torch.set_num_threads(n)
             for arm in list(arms)[::1 if r % 2 == 0 else -1]:
-                dt, counts[arm] = timed_fit(models[arm], arms[arm][1], data, a.warm, a.steps, a.batch, a.seed)
+                multistage.SIDE_BY_SIDE = arm != 'in-turn'
+                try: dt, counts[arm] = timed_fit(models[arm], arms[arm][1], data, a.warm, a.steps, a.batch, a.seed)
+                finally: multistage.SIDE_BY_SIDE = True
                 times[n, arm].append(dt)
         print(f"round {r + 1} (ms per step, wall/CPU): " + ', '.join(
             f"{arm}@{n} {times[n, arm][-1][:, 0].mean() * 1e3:.0f}/{times[n, arm][-1][:, 1].mean() * 1e3:.0f}"
@@ -130,7 +137,7 @@ def main(argv=None):
     print(f"load average at the end {os.getloadavg()[0]:.1f} (1 min), {os.getloadavg()[1]:.1f} (5 min)")
 
     flops = {arm: sum(c * g for c, g in zip(counts[arm], stage_gf[arm])) / sum(counts[arm]) for arm in arms}
-    worst, where, twin = 0., None, {}
+    worst, where, twin, in_turn = 0., None, {}, {}
     for n in threads:
         med = {arm: per_step(times[n, arm], 'median') for arm in arms}
         best = {arm: per_step(times[n, arm], 'min') for arm in arms}
@@ -144,8 +151,10 @@ def main(argv=None):
                   f"{wr:6.3f} {cr:6.3f} {wr / fr:9.3f} {cr / fr:8.3f} {best[arm][1] / best['unified'][1] / fr:13.3f}")
             key = (cr if a.clock == 'cpu' else wr) / fr
             if arm == 'twin': twin[n] = key
+            elif arm == 'in-turn': in_turn[n] = key
             elif arm != 'unified' and key > worst: worst, where = key, f"{arm} at {n} thread{'s' * (n > 1)}"
-    noise = ', '.join(f"{v:.3f} at {n} thread{'s' * (n > 1)}" for n, v in twin.items()) or 'not run'
+    at = lambda d: ', '.join(f"{v:.3f} at {n} thread{'s' * (n > 1)}" for n, v in d.items()) or 'not run'
+    noise = at(twin) + (f"; mixed in turn: {at(in_turn)}" if in_turn else '')
     print(f"ratio={worst:.3f} worst (fit step time / unified) / (FLOPs per step / unified), {a.clock} time, "
           f"{where}; preset {a.preset}, batch {a.batch}; twin (noise): {noise}")
 

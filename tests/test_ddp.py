@@ -1,4 +1,6 @@
-"DDP: `fit` under torchrun with 2 gloo processes on CPU ends with the same weights on both ranks, close to one process."
+"""DDP: `fit` under torchrun with 2 gloo processes on CPU ends with the same weights on both ranks, close to one process.
+'mixed2' is the mixed run at two threads per process, where the decoders run side by side (`multistage.route`): their
+weights' gradients come back through one autograd function, and DDP must still see and average every one of them."""
 import os, shutil, subprocess, sys, textwrap
 from pathlib import Path
 import pytest
@@ -15,11 +17,12 @@ WORKER = textwrap.dedent('''
     torch.set_num_threads(1)
     if world > 1: torch.distributed.init_process_group('gloo')  # one group for the three runs (fit would join and leave per call)
     data = synthetic_images(32, 1, 8, 8, generator=torch.Generator().manual_seed(0))
-    for mode in ('stage', 'rank', 'mixed'):
+    for mode in ('stage', 'rank', 'mixed', 'mixed2'):
         if world == 1 and mode == 'rank': continue
+        torch.set_num_threads(2 if mode == 'mixed2' else 1)
         torch.manual_seed(0)  # same initial weights everywhere
         model = build_model('tiny', 'multistage')  # dropout 0: one process and two compute the same thing
-        res = fit(model, data, VPSchedule('linear'), iters=6, batch_size=8, lr=1e-3, time_sampling=mode, progress=False,
+        res = fit(model, data, VPSchedule('linear'), iters=6, batch_size=8, lr=1e-3, time_sampling=mode[:5], progress=False,
                   log_every=3, ckpt_dir=os.path.join(out, f'ckpt_{mode}_{world}'), seed=3)
         torch.save({'model': res.model.state_dict(), 'ema': res.ema.state_dict(), 'history': res.history},
                    os.path.join(out, f'{mode}_w{world}_r{rank}.pt'))
@@ -48,7 +51,7 @@ def runs(tmp_path_factory):
 def _load(d, name): return torch.load(d / name, weights_only=True)
 
 
-@pytest.mark.parametrize('mode', ['stage', 'rank', 'mixed'])
+@pytest.mark.parametrize('mode', ['stage', 'rank', 'mixed', 'mixed2'])
 def test_ranks_end_with_identical_weights(runs, mode):
     # 'rank' sends each rank's batch to its own decoder, so some decoders are unused on some rank in every step
     a, b = _load(runs, f'{mode}_w2_r0.pt'), _load(runs, f'{mode}_w2_r1.pt')
@@ -59,7 +62,7 @@ def test_ranks_end_with_identical_weights(runs, mode):
     assert sorted(os.listdir(runs / f'ckpt_{mode}_2')) == ['ckpt_00000006.pt', 'log.jsonl']  # written once, by rank 0
 
 
-@pytest.mark.parametrize('mode', ['stage', 'mixed'])
+@pytest.mark.parametrize('mode', ['stage', 'mixed', 'mixed2'])
 def test_two_processes_match_one_with_the_same_global_batch(runs, mode):
     two, one = _load(runs, f'{mode}_w2_r0.pt'), _load(runs, f'{mode}_w1_r0.pt')
     worst = max((two['model'][k] - one['model'][k]).abs().max().item() for k in one['model'])

@@ -43,8 +43,9 @@ def route(stage:Tensor, # stage index of each sample, (B,)
     pieces = [torch.split(f, counts) for f in shared(x[order], t[order])]
     ks = [k for k in range(n_stages) if counts[k]]
     inputs = [[p[k] for p in pieces] for k in ks]
-    if modules is not None and side_by_side_possible(x, [modules[k] for k in ks]):
-        out = _side_by_side([branches[k] for k in ks], inputs, [modules[k] for k in ks], [counts[k] for k in ks])
+    used = None if modules is None else [modules[k] for k in ks]
+    if used is not None and side_by_side_possible(x, used):
+        out = _side_by_side([branches[k] for k in ks], inputs, used, [counts[k] for k in ks])
     else: out = torch.cat([branches[k](*xs) for k, xs in zip(ks, inputs)])
     return out[torch.argsort(order)]
 
@@ -154,10 +155,10 @@ class _SideBySide(torch.autograd.Function):
     "Branches forward and backward side by side; each keeps its own graph, the weights are inputs of this function."
     @staticmethod
     def forward(ctx, branches, n_in, n_w, costs, *flat):
-        k = len(branches)
-        ins = [flat[i * n_in:(i + 1) * n_in] for i in range(k)]
-        ws = [flat[k * n_in + sum(n_w[:i]):k * n_in + sum(n_w[:i + 1])] for i in range(k)]
-        graphs = [None] * k
+        it = iter(flat)  # each branch's inputs in turn, then each branch's weights
+        ins = [[next(it) for _ in range(n_in)] for _ in branches]
+        ws = [[next(it) for _ in range(n)] for n in n_w]
+        graphs = [None] * len(branches)
         def job(i):
             with torch.enable_grad():
                 xs = [x.detach().requires_grad_(x.requires_grad) for x in ins[i]]
@@ -173,8 +174,8 @@ class _SideBySide(torch.autograd.Function):
         got = [None] * len(graphs)
         def job(i):
             xs, out = graphs[i]
-            wrt = [x for x in xs if x.requires_grad] + list(ws[i])
             if not out.requires_grad: got[i] = ([None] * len(xs), [None] * len(ws[i])); return
+            wrt = [x for x in xs if x.requires_grad] + ws[i]
             g = iter(torch.autograd.grad(out, wrt, grads_out[i], allow_unused=True))
             got[i] = ([next(g) if x.requires_grad else None for x in xs], [next(g) for _ in ws[i]])
         _run_side_by_side(job, ctx.costs)

@@ -14,7 +14,6 @@ WORKER = textwrap.dedent('''
     from multistage_nbdev.multistage import build_model
     out, world = sys.argv[1], int(os.environ.get('WORLD_SIZE', '1'))
     rank = int(os.environ.get('RANK', '0'))
-    torch.set_num_threads(1)
     if world > 1: torch.distributed.init_process_group('gloo')  # one group for the three runs (fit would join and leave per call)
     data = synthetic_images(32, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     for mode in ('stage', 'rank', 'mixed', 'mixed2'):

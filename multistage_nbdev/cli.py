@@ -9,7 +9,9 @@ from pathlib import Path
 from fastcore.script import Param, store_true
 from .console import parse_cli, UserError, console_command
 from .schedules import Schedule, VPSchedule, EDMSchedule
-from .clustering import Intervals, SCHEDULES, get_schedule, run_clustering
+from .intervals import Intervals
+from .schedules import SCHEDULES, get_schedule
+from .clustering import run_clustering
 from .losses import EDMPrecond
 from .train import fit, read_checkpoint, list_checkpoints, CheckpointError, TrainingDiverged
 
@@ -19,7 +21,7 @@ __all__ = ['make_schedule', 'parse_overrides', 'load_images', 'choose_intervals'
 # %% ../nbs/11_cli.ipynb #80e014ae
 def make_schedule(name:str, # 'vp-linear', 'vp-cosine' or 'edm'
                  ) -> Schedule:
-    "A schedule from its command-line name (`multistage_nbdev.clustering.SCHEDULES`)."
+    "A schedule from its command-line name (`multistage_nbdev.schedules.SCHEDULES`)."
     if name not in SCHEDULES: raise UserError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {name!r}")
     return get_schedule(name)
 

@@ -8,94 +8,15 @@ import json
 from pathlib import Path
 import torch
 from torch import Tensor
-from .schedules import Schedule, as_time
+from .schedules import Schedule, as_time, get_schedule
+from .intervals import Intervals
 from .persist import atomic_json_dump
 
 # %% auto #0
-__all__ = ['SCHEDULES', 'Intervals', 'running_means', 'select_boundary', 'select_boundaries', 'rescale_data', 'similarity_grid',
-           'denoiser_at_ends', 'peel_boundaries', 'ClusteringResult', 'cluster_timesteps', 'interval_cost_table',
-           'interval_clustering', 'timestep_intervals', 'snr_intervals', 'task_affinity', 'gradient_intervals',
-           'plot_similarity', 'plot_partition', 'similarity_explorer', 'get_schedule', 'run_clustering']
-
-# %% ../nbs/04_clustering.ipynb #6accd641
-class Intervals:
-    "A partition of [0,1] into stages by sorted interior boundaries, e.g. `Intervals([t1, t2])` for three stages."
-    def __init__(self,
-                 boundaries, # interior boundaries, strictly increasing, each in (0, 1)
-                 meta:dict|None=None, # how the partition was obtained (method, alpha, eta, K, schedule, dataset, seed, ...)
-                ):
-        try: b = [float(x) for x in (boundaries.tolist() if isinstance(boundaries, Tensor) else boundaries)]
-        except (TypeError, ValueError):
-            raise TypeError(f"`boundaries` must be a sequence of floats, got {boundaries!r}") from None
-        if any(not 0 < x < 1 for x in b): raise ValueError(f"`boundaries` must lie strictly inside (0, 1), got {b}")
-        if any(x >= y for x, y in zip(b, b[1:])): raise ValueError(f"`boundaries` must be strictly increasing, got {b}")
-        if meta is not None and not isinstance(meta, dict):
-            raise TypeError(f"`meta` must be a dict, got {type(meta).__name__}")
-        self.boundaries, self.meta = tuple(b), dict(meta or {})
-
-    @classmethod
-    def uniform(cls, n_stages:int, **meta) -> Intervals:
-        "`n_stages` intervals of equal length in t."
-        if int(n_stages) < 1: raise ValueError(f"`n_stages` must be >= 1, got {n_stages}")
-        return cls([i / n_stages for i in range(1, n_stages)], meta={'method': 'uniform', **meta})
-    @property
-    def n_stages(self) -> int: return len(self.boundaries) + 1
-    @property
-    def edges(self) -> tuple: return (0., *self.boundaries, 1.)
-    @property
-    def lengths(self) -> tuple:
-        "Length of each interval in t (the weights of the paper's interval-weighted GFLOPs)."
-        e = self.edges
-        return tuple(b - a for a, b in zip(e, e[1:]))
-
-    def stage_of(self,
-                 t:float|Tensor, # time(s) in [0,1], scalar or any shape
-                ) -> Tensor: # stage index of each time, same shape as `t`
-        "Stage index of each time: [0,t1) -> 0, [t1,t2) -> 1, ..., [t_last,1] -> N-1."
-        t = as_time(t)
-        return torch.bucketize(t, torch.tensor(self.boundaries, dtype=t.dtype, device=t.device), right=True)
-
-    def convert(self,
-                src:Schedule, # the schedule whose time axis the boundaries are on
-                dst:Schedule, # the schedule to express them on
-               ) -> Intervals:
-        "The same noise levels on another schedule's time axis (equal log-SNR, i.e. equal sigma)."
-        b = dst.t_from_sigma(src.sigma(torch.tensor(self.boundaries, dtype=torch.float64)))
-        return Intervals(b.tolist(), meta={**self.meta, 'converted_from': repr(src), 'schedule': repr(dst)})
-
-    def to_dict(self) -> dict: return {'boundaries': list(self.boundaries), 'meta': self.meta}
-    def to_json(self,
-                path:str|Path|None=None, # file to write as well (None: only return the text)
-               ) -> str:
-        "The JSON text; also written atomically to `path` when given."
-        if path is not None: atomic_json_dump(self.to_dict(), path)
-        return json.dumps(self.to_dict(), indent=2)
-    @classmethod
-    def from_json(cls,
-                  src:str|Path, # a JSON file path, or the JSON text itself (starting with '{')
-                 ) -> Intervals:
-        "Load from a JSON file path or a JSON string; malformed content raises a ValueError naming the problem."
-        text = src
-        if isinstance(src, Path) or (isinstance(src, str) and not src.lstrip().startswith('{')):
-            if not Path(src).exists(): raise ValueError(f"intervals file {str(src)!r} does not exist")
-            text = Path(src).read_text()
-        try: d = json.loads(text)
-        except json.JSONDecodeError as e: raise ValueError(f"intervals file is not valid JSON: {e}") from None
-        if not isinstance(d, dict) or 'boundaries' not in d:
-            raise ValueError("intervals JSON must be an object with a 'boundaries' list")
-        if not isinstance(d['boundaries'], list) or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in d['boundaries']):
-            raise ValueError(f"'boundaries' must be a list of numbers, got {d['boundaries']!r}")
-        try: return cls(d['boundaries'], d.get('meta') or {})
-        except TypeError as e: raise ValueError(str(e)) from None
-
-    def __eq__(self, other): return isinstance(other, Intervals) and self.boundaries == other.boundaries
-    def __hash__(self): return hash(self.boundaries)
-    def __len__(self): return self.n_stages
-    def __repr__(self):
-        e = self.edges
-        parts = [f'[{a:.4g}, {b:.4g})' for a, b in zip(e, e[1:])]
-        parts[-1] = parts[-1][:-1] + ']'
-        return f"Intervals({list(self.boundaries)}: {' '.join(parts)})"
+__all__ = ['running_means', 'select_boundary', 'select_boundaries', 'rescale_data', 'similarity_grid', 'denoiser_at_ends',
+           'peel_boundaries', 'ClusteringResult', 'cluster_timesteps', 'interval_cost_table', 'interval_clustering',
+           'timestep_intervals', 'snr_intervals', 'task_affinity', 'gradient_intervals', 'plot_similarity',
+           'plot_partition', 'similarity_explorer', 'run_clustering']
 
 # %% ../nbs/04_clustering.ipynb #0623ffef
 import math
@@ -549,16 +470,6 @@ def similarity_explorer(results:dict, # schedule name -> ClusteringResult
     return W.VBox([W.HBox([sched, alpha, eta]), out])
 
 # %% ../nbs/04_clustering.ipynb #60f44257
-SCHEDULES = {'vp-linear': lambda: VPSchedule('linear'), 'vp-cosine': lambda: VPSchedule('cosine'), 'edm': EDMSchedule}
-
-def get_schedule(schedule:str|Schedule, # a Schedule, or one of 'vp-linear', 'vp-cosine', 'edm'
-                ) -> Schedule:
-    "A schedule from its command-line name."
-    if isinstance(schedule, Schedule): return schedule
-    if schedule not in SCHEDULES:
-        raise ValueError(f"`schedule` must be a Schedule or one of {list(SCHEDULES)}, got {schedule!r}")
-    return SCHEDULES[schedule]()
-
 def run_clustering(data:Tensor, # training set, (N,C,H,W), values in `input_range`
                    out_dir:str|Path, # folder for intervals.json, similarity.png, samples.pt (created)
                    schedule:str|Schedule='vp-linear', # schedule or its name

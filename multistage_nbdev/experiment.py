@@ -13,7 +13,9 @@ import torch.nn as nn
 from torch import Tensor
 from .schedules import Schedule
 from .persist import atomic_json_dump, atomic_torch_save
-from .clustering import Intervals, ClusteringResult, run_clustering, get_schedule
+from .intervals import Intervals
+from .schedules import get_schedule
+from .clustering import ClusteringResult, run_clustering
 from .losses import TimeSampler, UniformTime
 from .multistage import PRESETS, build_model, count_params, gflops
 from .train import fit, read_log, _jsonable
@@ -41,7 +43,7 @@ def load_clustering(out_dir:str|Path, # run folder written by `run_clustering`
 
 def cluster_stage(train:Tensor, # training images in [-1,1], (N,C,H,W)
                   out_dir:str|Path, # run folder
-                  schedule:str='vp-linear', # schedule name (see `clustering.SCHEDULES`)
+                  schedule:str='vp-linear', # schedule name (see `schedules.SCHEDULES`)
                   K:int=2000, # Algorithm 1 samples
                   alpha:float=0.9, # Algorithm 1 threshold
                   seed:int=0, # seed of the samples

@@ -8,7 +8,8 @@ import math
 import torch
 from torch import nn, Tensor
 from .schedules import Schedule
-from .clustering import Intervals, ClusteringResult, cluster_timesteps
+from .intervals import Intervals
+from .clustering import ClusteringResult, cluster_timesteps
 from .multistage import PRESETS, build_model
 from .samplers import sample, SampleResult
 from .autoencoder import Codec

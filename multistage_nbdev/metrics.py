@@ -21,7 +21,7 @@ from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_featur
 from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
 from fastcore.script import call_parse
 from .schedules import Schedule
-from .clustering import Intervals
+from .intervals import Intervals
 from .persist import atomic_torch_save
 from .data import dataset_tensor, dataset_key
 

@@ -10,7 +10,7 @@ import torch
 from torch import nn, Tensor
 from torch.utils.flop_counter import FlopCounterMode
 from torch.utils._python_dispatch import _get_current_dispatch_mode
-from .clustering import Intervals
+from .intervals import Intervals
 from .unet import Encoder, Decoder, UNet, check_denoiser_input
 
 # %% auto #0

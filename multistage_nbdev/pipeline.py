@@ -12,7 +12,9 @@ from fastcore.script import Param, store_true
 from .schedules import Schedule
 from .persist import atomic_json_dump
 from .data import dataset_tensor, show_grid, ImageFiles, prepare_images, DATASETS, ALIASES
-from .clustering import Intervals, ClusteringResult, get_schedule, plot_similarity
+from .intervals import Intervals
+from .schedules import get_schedule
+from .clustering import ClusteringResult, plot_similarity
 from .multistage import build_model
 from .train import plot_losses, read_checkpoint, list_checkpoints, CheckpointError
 from .losses import EDMPrecond

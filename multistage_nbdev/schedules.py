@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 # %% auto #0
-__all__ = ['as_time', 'expand_like', 'Schedule', 'VPSchedule', 'EDMSchedule']
+__all__ = ['SCHEDULES', 'as_time', 'expand_like', 'Schedule', 'VPSchedule', 'EDMSchedule', 'get_schedule']
 
 # %% ../nbs/00_schedules.ipynb #28846e26
 def as_time(t:float|Tensor, # a time in [0,1]: Python float, 0-d tensor or (B,) tensor
@@ -157,3 +157,14 @@ class EDMSchedule(Schedule):
         base = self._a + t * (self._b - self._a)
         sigma, dsigma = base ** self.rho, self.rho * base ** (self.rho - 1) * (self._b - self._a)
         return torch.zeros_like(t), 2 * sigma * dsigma
+
+# %% ../nbs/00_schedules.ipynb #7b088f66
+SCHEDULES = {'vp-linear': lambda: VPSchedule('linear'), 'vp-cosine': lambda: VPSchedule('cosine'), 'edm': EDMSchedule}
+
+def get_schedule(schedule:str|Schedule, # a Schedule, or one of 'vp-linear', 'vp-cosine', 'edm'
+                ) -> Schedule:
+    "A schedule from its command-line name."
+    if isinstance(schedule, Schedule): return schedule
+    if schedule not in SCHEDULES:
+        raise ValueError(f"`schedule` must be a Schedule or one of {list(SCHEDULES)}, got {schedule!r}")
+    return SCHEDULES[schedule]()

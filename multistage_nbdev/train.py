@@ -16,7 +16,7 @@ from torch import nn, Tensor
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 from .schedules import Schedule, EDMSchedule
-from .clustering import Intervals
+from .intervals import Intervals
 from .losses import TimeSampler, UniformTime, LogNormalSigma, EDMPrecond, eps_loss
 from .persist import atomic_torch_save, atomic_write
 

@@ -31,7 +31,7 @@ their FLOP ratio, at the first thread count of `--threads`.
 import argparse, ctypes, os, statistics, sys, tempfile, time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
-from multistage_nbdev.clustering import Intervals
+from multistage_nbdev.intervals import Intervals
 from multistage_nbdev.multistage import PRESETS, build_model
 
 

@@ -52,7 +52,7 @@ in-turn arm's, what mixed batches cost without the decoders side by side.
 import argparse, copy, os, platform, statistics, time, warnings
 import torch
 import multistage_nbdev.multistage as multistage
-from multistage_nbdev.clustering import Intervals
+from multistage_nbdev.intervals import Intervals
 from multistage_nbdev.data import dataset_tensor
 from multistage_nbdev.multistage import PRESETS, build_model, gflops
 from multistage_nbdev.schedules import VPSchedule

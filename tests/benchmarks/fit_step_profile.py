@@ -38,7 +38,7 @@ import torch
 from torch import nn
 from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
 import multistage_nbdev.train as train
-from multistage_nbdev.clustering import Intervals
+from multistage_nbdev.intervals import Intervals
 from multistage_nbdev.data import dataset_tensor
 from multistage_nbdev.multistage import PRESETS, MultistageUNet, build_model
 from multistage_nbdev.schedules import VPSchedule

@@ -22,7 +22,7 @@ from multistage_nbdev.multistage import ONEDNN_CACHE_VARS
 def child(steps:int, window:int, threads:int):
     "One process: alternate the two models' steps, print a JSON line per window."
     import torch
-    from multistage_nbdev.clustering import Intervals
+    from multistage_nbdev.intervals import Intervals
     from multistage_nbdev.multistage import build_model
     from multistage_nbdev.losses import eps_loss
     from multistage_nbdev.schedules import VPSchedule

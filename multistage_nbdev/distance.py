@@ -10,8 +10,8 @@ from .schedules import Schedule, as_time
 from .optimal import optimal_eps, optimal_eps_limit0, optimal_eps_limit1, dataset_mean
 
 # %% auto #0
-__all__ = ['functional_distance', 'functional_similarity', 'optimal_eps_on_pairs', 'similarity_to_ends', 'distance_between_times',
-           'similarity_matrix']
+__all__ = ['REFERENCES', 'functional_distance', 'functional_similarity', 'optimal_eps_on_pairs', 'reference_denoisers',
+           'similarity_to_ends', 'distance_between_times', 'similarity_matrix']
 
 # %% ../nbs/03_functional_distance.ipynb #9d5bc672
 def _check_eta(eta) -> float:
@@ -70,6 +70,33 @@ def optimal_eps_on_pairs(y:Tensor, # clean training images y_k, (B,C,H,W)
                                 chunk_size=chunk_size, dtype=out.dtype)
     return out
 
+# %% ../nbs/03_functional_distance.ipynb #5faa025d
+REFERENCES = ('x_t', 'x_1', 'schedule')
+
+def reference_denoisers(y:Tensor, # clean training images y_k, (B,C,H,W)
+                        eps:Tensor, # noises eps_k, (B,C,H,W)
+                        t:float|Tensor, # times t_k, float or (B,) (used by `reference='x_t'`)
+                        data:Tensor, # training set, (N,C,H,W)
+                        schedule:Schedule, # the noise schedule (s_t, sigma_t)
+                        reference:str='x_t', # 'x_t': both forms at the sample's own x_t, t (the authors' code); 'x_1' or 'schedule': literal, degenerate (see above)
+                        data_mean:Tensor|None=None, # `data`'s mean (C,H,W); computed if None (pass it in repeated calls)
+                        chunk_size:int=4096, # training points per chunk ('schedule' only)
+                        dtype:torch.dtype|None=None, # compute dtype; default follows `y`
+                       ) -> tuple[Tensor, Tensor]: # the t=0 and t=1 references on the pairs, each (B,C,H,W)
+    "The two references that Algorithm 1, line 5 compares the optimal denoiser at t_k with."
+    _check_pairs(y, eps)
+    if reference not in REFERENCES: raise ValueError(f"`reference` must be one of {REFERENCES}, got {reference!r}")
+    dt = dtype or (torch.float64 if y.dtype == torch.float64 else torch.float32)
+    y, eps = y.to(dt), eps.to(dt)
+    if reference == 'schedule':
+        return tuple(optimal_eps_on_pairs(y, eps, at, data, schedule, chunk_size, dt)
+                     for at in (schedule.t_min, schedule.t_max))
+    if data_mean is None: data_mean = dataset_mean(data, chunk_size=chunk_size)
+    at = as_time(t).to(y.device) if reference == 'x_t' else torch.tensor(schedule.t_max, dtype=torch.float64)
+    at = at.expand(y.shape[0]) if at.dim() == 0 else at
+    if at.shape[0] != y.shape[0]: raise ValueError(f"`t` has {at.shape[0]} entries but `y` has a batch of {y.shape[0]}")
+    return optimal_eps_limit0(eps), optimal_eps_limit1(schedule.add_noise(y, eps, at), at, data_mean.to(dt), schedule)
+
 # %% ../nbs/03_functional_distance.ipynb #95edaa46
 def similarity_to_ends(y:Tensor, # clean training images y_k, (K,C,H,W)
                        eps:Tensor, # noises eps_k, (K,C,H,W)
@@ -80,16 +107,13 @@ def similarity_to_ends(y:Tensor, # clean training images y_k, (K,C,H,W)
                        data_mean:Tensor|None=None, # `data`'s mean (C,H,W); computed if None (pass it in repeated calls)
                        chunk_size:int=4096, # training points per chunk
                        dtype:torch.dtype|None=None, # compute dtype; default follows `y`
+                       reference:str='x_t', # where the references are evaluated (see `reference_denoisers`)
                       ) -> tuple[Tensor, Tensor]: # (S0, S1): D(eps*_t, eps*_0), D(eps*_t, eps*_1) per sample, each (K,)
-    "Algorithm 1, line 5: D of the optimal denoiser at t_k against its t=0 and t=1 limits, on the same (y_k, eps_k)."
+    "Algorithm 1, line 5: D of the optimal denoiser at t_k against its t=0 and t=1 references, on the same (y_k, eps_k)."
     eta = _check_eta(eta)
-    _check_pairs(y, eps)
     eps_t = optimal_eps_on_pairs(y, eps, t, data, schedule, chunk_size=chunk_size, dtype=dtype)
-    if data_mean is None: data_mean = dataset_mean(data, chunk_size=chunk_size)
-    t1 = schedule.t_max
-    eps_1 = optimal_eps_limit1(schedule.add_noise(y.to(eps_t.dtype), eps.to(eps_t.dtype), t1), t1, data_mean, schedule)
-    return (functional_distance(eps_t, optimal_eps_limit0(eps).to(eps_t.dtype), eta),
-            functional_distance(eps_t, eps_1, eta))
+    e0, e1 = reference_denoisers(y, eps, t, data, schedule, reference, data_mean, chunk_size, eps_t.dtype)
+    return functional_distance(eps_t, e0, eta), functional_distance(eps_t, e1, eta)
 
 # %% ../nbs/03_functional_distance.ipynb #acb882f9
 def distance_between_times(y:Tensor, # clean training images y_k, (K,C,H,W)

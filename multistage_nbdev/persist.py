@@ -4,13 +4,13 @@
 
 # %% ../nbs/01b_persist.ipynb #5db952df
 from __future__ import annotations
-import os, io, json, tempfile
+import os, io, json, hashlib, tempfile
 from pathlib import Path
 from typing import Callable, Any
 import torch
 
 # %% auto #0
-__all__ = ['atomic_write', 'atomic_torch_save', 'atomic_json_dump']
+__all__ = ['atomic_write', 'atomic_torch_save', 'atomic_json_dump', 'data_fingerprint']
 
 # %% ../nbs/01b_persist.ipynb #4936262c
 def atomic_write(path:str|Path, # destination file; its parent directory is created if needed
@@ -48,3 +48,11 @@ def atomic_json_dump(obj:Any, # JSON-serialisable data
                     ) -> Path: # `path`
     "Write `obj` as indented JSON to `path` atomically."
     return atomic_write(path, json.dumps(obj, indent=2, sort_keys=False) + '\n')
+
+# %% ../nbs/01b_persist.ipynb #4c71bfb8
+def data_fingerprint(data:torch.Tensor, # any tensor, e.g. a training set (N,C,H,W)
+                    ) -> str: # shape, dtype and a hash of the values
+    "A short identity of a tensor's contents: equal for equal data, different when any value differs."
+    h = hashlib.sha256(data.detach().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
+    return f"{tuple(data.shape)}:{str(data.dtype).replace('torch.', '')}:{h}"
+

@@ -12,7 +12,7 @@ from .schedules import Schedule, VPSchedule, EDMSchedule
 from .intervals import Intervals
 from .schedules import SCHEDULES, get_schedule
 from .clustering import run_clustering
-from .losses import EDMPrecond
+from .losses import EDMPrecond, loss_weight
 from .train import fit, read_checkpoint, list_checkpoints, CheckpointError, TrainingDiverged
 
 # %% auto #0
@@ -110,6 +110,8 @@ def train_cli(preset:str='small', # model configuration: small, tiny, cifar10, e
               grad_clip:float=1.0, # gradient-norm clipping (0: none)
               ema_decay:float=0.999, # per-step EMA decay
               ema_halflife:float=None, # EMA half-life in images (EDM style; overrides --ema-decay)
+              ema_rampup:float=None, # EDM's EMA ramp: half-life at most this share of the images seen (EDM: 0.05)
+              weight:str='none', # loss weight omega(t): none, min-snr[:gamma] (Min-SNR, gamma 5) or p2[:k,gamma]
               amp:str=None, # mixed precision: bf16 (CPU/GPU) or fp16 (GPU)
               time_sampling:str='auto', # auto, mixed, stage (one stage per step, paper's) or rank (one per DDP rank)
               stage_choice:str='auto', # for stage sampling: auto, uniform (over stages) or mass (by probability)
@@ -135,6 +137,10 @@ def train_cli(preset:str='small', # model configuration: small, tiny, cifar10, e
         raise UserError(f"--ckpt-dir {ckpt_dir!r} already holds checkpoints (newest {list_checkpoints(ckpt)[0].name}); "
                         "add --resume to continue that run, or choose another --ckpt-dir")
     ov, sch = parse_overrides(overrides), make_schedule(schedule)
+    try: omega = loss_weight(weight, sch)
+    except ValueError as e: raise UserError(f"--weight: {e}") from None
+    if omega is not None and schedule == 'edm':
+        raise UserError("--weight applies to the eps-prediction loss; --schedule edm trains with EDM's own weighting")
     cfg = {**PRESETS[preset], **{k: v for k, v in ov.items() if k in PRESETS[preset]}}
     images = load_images(dataset, root, cfg['img_size'], cfg['in_ch'])
     iv = choose_intervals(intervals, cluster, resume, ckpt, images, sch, schedule, cluster_k, seed, dataset)
@@ -144,7 +150,8 @@ def train_cli(preset:str='small', # model configuration: small, tiny, cifar10, e
     config = dict(preset=preset, arch=arch, overrides=ov, dataset=dataset, schedule=schedule)
     try:
         res = fit(model, images, sch, iters=iters, batch_size=batch_size, lr=lr, warmup=warmup,
-                  grad_clip=grad_clip or None, ema_decay=ema_decay, ema_halflife=ema_halflife, amp=amp,
+                  grad_clip=grad_clip or None, ema_decay=ema_decay, ema_halflife=ema_halflife, ema_rampup=ema_rampup,
+                  weight=omega, amp=amp,
                   time_sampling=time_sampling, stage_choice=stage_choice, seed=seed, device=device, ckpt_dir=ckpt,
                   ckpt_every=ckpt_every, log_every=log_every, resume=resume, num_workers=num_workers,
                   progress=progress, config=config)

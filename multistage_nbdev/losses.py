@@ -11,8 +11,8 @@ from torch import nn, Tensor
 from .schedules import Schedule, EDMSchedule, as_time, expand_like
 
 # %% auto #0
-__all__ = ['uniform_numbers', 'TimeSampler', 'UniformTime', 'LogNormalSigma', 'eps_loss', 'edm_coefficients', 'edm_loss_weight',
-           'EDMPrecond']
+__all__ = ['uniform_numbers', 'TimeSampler', 'UniformTime', 'LogNormalSigma', 'eps_loss', 'MinSNRWeight', 'P2Weight',
+           'min_snr_weight', 'p2_weight', 'loss_weight', 'edm_coefficients', 'edm_loss_weight', 'EDMPrecond']
 
 # %% ../nbs/07_losses.ipynb #915cfb82
 _METHODS = ('uniform', 'antithetic', 'stratified')
@@ -136,6 +136,59 @@ def eps_loss(model:Callable, # denoiser model(x_t, t) -> eps
     xt = schedule.add_noise(x0, noise, t)
     err = (model(xt, t, **model_kwargs).float() - noise.float()).pow(2).flatten(1).mean(1)
     return err if weight is None else err * weight(t).to(err)
+
+# %% ../nbs/07_losses.ipynb #6aecc19c
+class MinSNRWeight:
+    "omega(t) = min(SNR(t), gamma) / SNR(t) = min(1, gamma sigma_t^2): Min-SNR-gamma for eps-prediction (Hang et al. 2023)."
+    def __init__(self,
+                 schedule:Schedule, # gives sigma_t, SNR = 1 / sigma_t^2
+                 gamma:float=5., # the cap on the SNR
+                ):
+        if not float(gamma) > 0: raise ValueError(f"`gamma` must be positive, got {gamma}")
+        self.schedule, self.gamma = schedule, float(gamma)
+    def __call__(self, t:Tensor) -> Tensor: # times (B,) -> weights (B,), float64
+        return (self.gamma * self.schedule.sigma(as_time(t).double()) ** 2).clamp(max=1.)
+    def __repr__(self): return f"min_snr_weight({self.schedule!r}, gamma={self.gamma})"
+
+class P2Weight:
+    "omega(t) = 1 / (k + SNR(t))^gamma: the P2 weighting (Choi et al. 2022)."
+    def __init__(self,
+                 schedule:Schedule, # gives sigma_t, SNR = 1 / sigma_t^2
+                 k:float=1., # offset; keeps the weight finite where SNR -> 0
+                 gamma:float=1., # exponent (0.5 or 1 in the paper)
+                ):
+        if not float(k) > 0 or not float(gamma) >= 0: raise ValueError(f"need `k` > 0 and `gamma` >= 0, got k={k}, gamma={gamma}")
+        self.schedule, self.k, self.gamma = schedule, float(k), float(gamma)
+    def __call__(self, t:Tensor) -> Tensor: # times (B,) -> weights (B,), float64
+        snr = torch.exp(self.schedule.logsnr(as_time(t).double()))
+        return (self.k + snr) ** -self.gamma
+    def __repr__(self): return f"p2_weight({self.schedule!r}, k={self.k}, gamma={self.gamma})"
+
+def min_snr_weight(schedule:Schedule, # the training schedule
+                   gamma:float=5., # the SNR cap (5 suggested)
+                  ) -> MinSNRWeight: # omega as a function of t
+    "Min-SNR-gamma loss weight for eps-prediction: `fit(..., weight=min_snr_weight(schedule))`."
+    return MinSNRWeight(schedule, gamma)
+
+def p2_weight(schedule:Schedule, # the training schedule
+              k:float=1., # offset
+              gamma:float=1., # exponent
+             ) -> P2Weight: # omega as a function of t
+    "P2 loss weight: `fit(..., weight=p2_weight(schedule, gamma=0.5))`."
+    return P2Weight(schedule, k, gamma)
+
+# %% ../nbs/07_losses.ipynb #c6ee9391
+def loss_weight(spec:str|None, # 'none', 'min-snr[:gamma]' or 'p2[:k,gamma]'
+                schedule:Schedule, # the training schedule
+               ) -> Callable|None: # omega(t), or None for uniform weights
+    "The loss weight a command-line spec names."
+    name, _, args = (spec or 'none').strip().lower().replace('_', '-').partition(':')
+    try: vals = [float(v) for v in args.split(',')] if args else []
+    except ValueError: vals = None
+    makers = {'none': (lambda: None, 0), 'min-snr': (min_snr_weight, 1), 'p2': (p2_weight, 2)}
+    if name not in makers or vals is None or len(vals) > makers[name][1]:
+        raise ValueError(f"`weight` must be none, min-snr[:gamma] or p2[:k,gamma], got {spec!r}")
+    return makers[name][0]() if name == 'none' else makers[name][0](schedule, *vals)
 
 # %% ../nbs/07_losses.ipynb #9e4aaea7
 def edm_coefficients(sigma:Tensor, # noise levels, any shape

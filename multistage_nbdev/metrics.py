@@ -19,6 +19,8 @@ from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
 from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
+from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric, KEY_METRIC_FID
+from torch_fidelity.metric_kid import kid_features_to_metric, KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD
 from fastcore.script import call_parse
 from .schedules import Schedule
 from .intervals import Intervals
@@ -32,9 +34,9 @@ __all__ = ['CLASSIFIER_EXTRACTOR', 'INCEPTION_FILE', 'INCEPTION_URL', 'CONVERTED
            'feature_classifier_path', 'ClassifierFeatureExtractor', 'inception_weights_path',
            'fid_helper_to_fidelity_state_dict', 'load_torchscript', 'fid_helper_model_file', 'inception_check_images',
            'compare_inception_features', 'convert_fid_helper_weights', 'convert_inception_weights', 'image_features',
-           'fid_kid', 'inception_score', 'heldout_draws', 'heldout_loss', 'weighted_gflops', 'paper_training_pflops',
-           'training_pflops', 'sampling_gflops', 'vertical_roughness', 'noise_like_share', 'SamplerErrors',
-           'sampler_denoising_error']
+           'fid_kid', 'fid_from_sets', 'inception_score', 'heldout_draws', 'heldout_loss', 'weighted_gflops',
+           'paper_training_pflops', 'training_pflops', 'sampling_gflops', 'vertical_roughness', 'noise_like_share',
+           'SamplerErrors', 'sampler_denoising_error']
 
 # %% ../nbs/10_metrics.ipynb #715a5d56
 def to_uint8_rgb(x:Tensor, # images in [-1,1], (N,C,H,W) with C = 1 or 3
@@ -434,6 +436,36 @@ def fid_kid(real:Tensor|str|Path, # reference images in [-1,1] (N,C,H,W), or a f
     out = dict(fid=m['frechet_inception_distance'], n_real=n[0], n_fake=n[1], extractor=extractor,
                classifier=classifier, layer=layer, weights=path)
     if kid: out |= dict(kid=m['kernel_inception_distance_mean'], kid_std=m['kernel_inception_distance_std'], kid_subset_size=kid_subset_size)
+    return out
+
+# %% ../nbs/10_metrics.ipynb #5062cb5c
+def _fid(real_stats:dict, fake:np.ndarray) -> float:
+    return fid_statistics_to_metric(real_stats, fid_features_to_statistics(torch.from_numpy(fake)), verbose=False)[
+        KEY_METRIC_FID]
+
+def fid_from_sets(real:Tensor, # features of the reference images, (N,D)
+                  fake:Tensor, # features of the generated images, (M,D)
+                  kid:bool=True, # also compute KID
+                  kid_subset_size:int|None=None, # images per KID subset; default min(1000, N//2, M//2)
+                  kid_subsets:int=100, # number of KID subsets
+                  fid_draws:int=0, # bootstrap resamples of `fake` for the FID's sampling noise (0: none)
+                  seed:int=0, # seeds KID's subsets and the bootstrap
+                 ) -> dict: # {'fid', 'fid_std' (with draws), 'kid', 'kid_std', 'kid_subset_size', 'n_real', 'n_fake'}
+    "FID and KID from two feature sets, with torch-fidelity's formulas, and the FID's bootstrap noise over the generated set."
+    a, b = (torch.as_tensor(f).double() for f in (real, fake))
+    if a.dim() != 2 or b.dim() != 2 or a.shape[1] != b.shape[1] or min(len(a), len(b)) < 2:
+        raise ValueError(f"`real` and `fake` must be (N,D) and (M,D) feature sets with N, M >= 2, got {tuple(a.shape)} "
+                         f"and {tuple(b.shape)}")
+    real_stats, fake_np = fid_features_to_statistics(a), b.numpy()
+    out = dict(fid=_fid(real_stats, fake_np), n_real=len(a), n_fake=len(b))
+    if fid_draws:
+        rng = np.random.default_rng(seed)
+        boot = [_fid(real_stats, fake_np[rng.integers(0, len(b), len(b))]) for _ in range(int(fid_draws))]
+        out['fid_std'] = float(np.std(boot, ddof=1))
+    if kid:
+        size = kid_subset_size or max(2, min(1000, len(a) // 2, len(b) // 2))
+        m = kid_features_to_metric(a, b, kid_subsets=kid_subsets, kid_subset_size=size, rng_seed=seed, verbose=False)
+        out |= dict(kid=m[KEY_METRIC_KID_MEAN], kid_std=m[KEY_METRIC_KID_STD], kid_subset_size=size)
     return out
 
 # %% ../nbs/10_metrics.ipynb #6fb88a72

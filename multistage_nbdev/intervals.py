@@ -74,7 +74,7 @@ class Intervals:
         "Load from a JSON file path or a JSON string; malformed content raises a ValueError naming the problem."
         text = src
         if isinstance(src, Path) or (isinstance(src, str) and not src.lstrip().startswith('{')):
-            if not Path(src).exists(): raise ValueError(f"intervals file {str(src)!r} does not exist")
+            if not Path(src).is_file(): raise ValueError(f"intervals file {str(src)!r} does not exist or is not a file")
             text = Path(src).read_text()
         try: d = json.loads(text)
         except json.JSONDecodeError as e: raise ValueError(f"intervals file is not valid JSON: {e}") from None

@@ -12,7 +12,8 @@ from .schedules import Schedule, EDMSchedule, as_time, expand_like
 
 # %% auto #0
 __all__ = ['uniform_numbers', 'TimeSampler', 'UniformTime', 'LogNormalSigma', 'eps_loss', 'MinSNRWeight', 'P2Weight',
-           'min_snr_weight', 'p2_weight', 'loss_weight', 'edm_coefficients', 'edm_loss_weight', 'EDMPrecond']
+           'min_snr_weight', 'p2_weight', 'loss_weight', 'edm_coefficients', 'edm_loss_weight', 'EDMPrecond',
+           'precondition']
 
 # %% ../nbs/07_losses.ipynb #915cfb82
 _METHODS = ('uniform', 'antithetic', 'stratified')
@@ -249,3 +250,10 @@ class EDMPrecond(nn.Module):
          "lambda(sigma) sigma^2 = (sigma^2 + sigma_data^2) / sigma_data^2.")
         sigma = self.schedule.sigma(as_time(t).double())
         return (sigma**2 + self.sigma_data**2) / self.sigma_data**2
+
+# %% ../nbs/07_losses.ipynb #f01c4805
+def precondition(net:nn.Module, # the raw network, e.g. from `build_model`
+                 schedule:Schedule, # the training schedule
+                ) -> nn.Module: # `EDMPrecond(net, schedule)` on an `EDMSchedule`, else `net`
+    "The denoiser that trains on `schedule`: EDM's preconditioning around `net` on the EDM schedule, `net` itself elsewhere."
+    return EDMPrecond(net, schedule) if isinstance(schedule, EDMSchedule) else net

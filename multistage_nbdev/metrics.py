@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_metrics.ipynb #ec2e0fe7
 from __future__ import annotations
-import io, os, time, math, warnings, importlib.util
+import hashlib, io, os, sys, time, math, warnings, importlib.util
 from pathlib import Path
 from typing import Callable, Sequence
 import numpy as np
@@ -23,7 +23,7 @@ from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics
 from torch_fidelity.metric_kid import kid_features_to_metric, KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD
 from .schedules import Schedule
 from .intervals import Intervals
-from .persist import atomic_torch_save
+from .persist import atomic_torch_save, data_fingerprint
 from .data import dataset_tensor, dataset_key
 
 # %% auto #0
@@ -178,7 +178,7 @@ def load_feature_classifier(path:str|Path, # a file written by `save_feature_cla
     return model.eval(), ckpt['record']
 
 # %% ../nbs/10_metrics.ipynb #5d07ed6e
-def feature_classifier_path(dataset:str='mnist5k', # a name `get_dataset` takes ('mnist5k', 'fashionmnist', ...)
+def feature_classifier_path(dataset:str='mnist5k', # a name `get_dataset` takes ('mnist5k', 'fashionmnist', 'imagefolder', ...)
                             cache_dir:str|Path|None=None, # cache folder (see `default_cache_dir`)
                             seed:int=0, # training seed; part of the file name
                             retrain:bool=False, # train again even if the file exists
@@ -186,11 +186,22 @@ def feature_classifier_path(dataset:str='mnist5k', # a name `get_dataset` takes 
                            ) -> Path: # the classifier file
     "Path of the offline FID classifier for `dataset`, training and caching it on first use."
     key = dataset_key(dataset)
-    path = default_cache_dir(cache_dir) / f'feature_classifier_{key}_seed{seed}.pt'
-    if path.exists() and not retrain: return path
-    (trx, try_), (tex, tey) = (dataset_tensor(key, root=root, split=s, labels=True) for s in ('train', 'test'))
+    if key == 'imagefolder':  # one classifier per folder, retrained when the folder's training images change
+        if root is None: raise ValueError("`root` is required for dataset='imagefolder': the folder of your images")
+        where = hashlib.sha256(str(Path(root).expanduser().resolve()).encode()).hexdigest()[:10]
+        path = default_cache_dir(cache_dir) / f'feature_classifier_imagefolder_{where}_seed{seed}.pt'
+    else: path = default_cache_dir(cache_dir) / f'feature_classifier_{key}_seed{seed}.pt'
+    (trx, try_) = dataset_tensor(key, root=root, split='train', labels=True) if key == 'imagefolder' or retrain or \
+        not path.exists() else (None, None)
+    if path.exists() and not retrain and (trx is None or load_feature_classifier(path)[1].get('data') == data_fingerprint(trx)):
+        return path
+    if trx is None: trx, try_ = dataset_tensor(key, root=root, split='train', labels=True)
+    tex, tey = dataset_tensor(key, root=root, split='test', labels=True)
+    print(f"training the offline FID classifier of {key if root is None else str(root)} ({len(trx):,} images); it is "
+          f"cached in {path.parent} for later runs", file=sys.stderr)
     model, record = train_feature_classifier(trx, try_, tex, tey, seed=seed)
-    return save_feature_classifier(model, {**record, 'dataset': key}, path)
+    return save_feature_classifier(model, {**record, 'dataset': key, 'root': None if root is None else str(root),
+                                           'data': data_fingerprint(trx)}, path)
 
 # %% ../nbs/10_metrics.ipynb #958ecc50
 CLASSIFIER_EXTRACTOR = 'multistage-nbdev-classifier'
@@ -356,9 +367,9 @@ def convert_fid_helper_weights(out_path:str|Path|None=None, # destination; defau
 
 
 # %% ../nbs/10_metrics.ipynb #282bc9e6
-def _extractor_kwargs(extractor, weights_path, cache_dir, download, dataset):
+def _extractor_kwargs(extractor, weights_path, cache_dir, download, dataset, root=None):
     if extractor == 'offline':
-        path = weights_path if weights_path is not None else feature_classifier_path(dataset, cache_dir=cache_dir)
+        path = weights_path if weights_path is not None else feature_classifier_path(dataset, cache_dir=cache_dir, root=root)
         if not Path(path).is_file(): raise FileNotFoundError(f"classifier file {str(path)!r} does not exist")
         return dict(feature_extractor=CLASSIFIER_EXTRACTOR, feature_extractor_weights_path=str(path))
     if extractor == 'inception':
@@ -384,9 +395,10 @@ def image_features(x:Tensor, # images in [-1,1], (N,C,H,W)
                    cache_dir:str|Path|None=None, # cache folder (classifier, converted weights)
                    download:bool=False, # allow downloading the Inception weights
                    dataset:str='mnist5k', # offline extractor: whose classifier (see `feature_classifier_path`)
+                   root:str|Path|None=None, # offline extractor: the folder of `dataset` ('imagefolder': your images)
                   ) -> Tensor: # features, (N,D)
     "Features that FID/KID would use for `x`, extracted by torch-fidelity."
-    kw = _extractor_kwargs(extractor, weights_path, cache_dir, download, dataset)
+    kw = _extractor_kwargs(extractor, weights_path, cache_dir, download, dataset, root)
     name = kw.pop('feature_extractor')
     layer = layer or FEATURE_EXTRACTORS_REGISTRY[name].get_default_feature_layer_for_metric('fid')
     cuda = torch.device(device).type == 'cuda'
@@ -408,10 +420,11 @@ def fid_kid(real:Tensor|str|Path, # reference images in [-1,1] (N,C,H,W), or a f
             cache_dir:str|Path|None=None, # cache folder (classifier, converted weights)
             download:bool=False, # allow torch-fidelity to download the Inception weights
             dataset:str='mnist5k', # offline extractor: whose classifier, e.g. 'fashionmnist' (see above)
+            root:str|Path|None=None, # offline extractor: the folder of `dataset` ('imagefolder': your images)
            ) -> dict: # {'fid', 'kid', 'kid_std', 'kid_subset_size', 'n_real', 'n_fake', 'extractor', 'classifier', ...}
     "FID (and KID) between two image sets through `torch_fidelity.calculate_metrics`."
     inputs = _as_input(real, 'real'), _as_input(fake, 'fake')
-    kw = _extractor_kwargs(extractor, weights_path, cache_dir, download, dataset)
+    kw = _extractor_kwargs(extractor, weights_path, cache_dir, download, dataset, root)
     layer = layer or FEATURE_EXTRACTORS_REGISTRY[kw['feature_extractor']].get_default_feature_layer_for_metric('fid')
     n = [len(i) if isinstance(i, Dataset) else None for i in inputs]
     if kid and kid_subset_size is None:

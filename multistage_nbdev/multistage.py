@@ -356,6 +356,17 @@ def stage_widths(widths:tuple, # decoder widths of a preset, t near 0 first
     return tuple(max(multiple, multiple * round(v / multiple)) for v in w)
 
 # %% ../nbs/06_multistage.ipynb #9f661dfb
+def _kind(v) -> str: return ('none' if v is None else 'bool' if isinstance(v, bool) else 'number' if isinstance(v, (int, float))
+                            else 'sequence' if isinstance(v, (tuple, list)) else type(v).__name__)
+
+def _check_override(key:str, value, preset_value):
+    "An override must be of the preset value's kind (a number for a number, a tuple for a tuple); `head_ch` may be None."
+    kinds = {_kind(preset_value)} | ({'none', 'number'} if key == 'head_ch' else set())
+    if _kind(value) not in kinds or (_kind(value) == 'number' and isinstance(preset_value, int) and not
+                                     isinstance(preset_value, bool) and float(value) != int(value)):
+        raise ValueError(f"preset value `{key}` must be a {' or '.join(sorted(kinds))} like the preset's {preset_value!r}, "
+                         f"got {value!r}")
+
 def build_model(preset:str, # 'cifar10', 'ldm', 'small' or 'tiny'
                 arch:str, # 'unified', 'separate' or 'multistage'
                 intervals:Intervals|None=None, # stages (default: the paper's [0.442, 0.631])
@@ -370,6 +381,7 @@ def build_model(preset:str, # 'cifar10', 'ldm', 'small' or 'tiny'
     cfg = dict(PRESETS[preset])
     bad = set(overrides) - set(cfg)
     if bad: raise ValueError(f"unknown preset keys {sorted(bad)}; expected some of {sorted(cfg)}")
+    for k, v in overrides.items(): _check_override(k, v, cfg[k])
     intervals = PAPER_INTERVALS if intervals is None else intervals
     if not isinstance(intervals, Intervals):
         raise TypeError(f"`intervals` must be an Intervals, got {type(intervals).__name__}")

@@ -4,13 +4,14 @@
 
 # %% ../nbs/01b_persist.ipynb #5db952df
 from __future__ import annotations
-import os, io, json, hashlib, tempfile
+import os, io, json, fcntl, hashlib, tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Any
 import torch
 
 # %% auto #0
-__all__ = ['atomic_write', 'atomic_torch_save', 'atomic_json_dump', 'data_fingerprint']
+__all__ = ['atomic_write', 'atomic_torch_save', 'atomic_json_dump', 'data_fingerprint', 'folder_lock']
 
 # %% ../nbs/01b_persist.ipynb #4936262c
 def atomic_write(path:str|Path, # destination file; its parent directory is created if needed
@@ -56,3 +57,28 @@ def data_fingerprint(data:torch.Tensor, # any tensor, e.g. a training set (N,C,H
     h = hashlib.sha256(data.detach().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
     return f"{tuple(data.shape)}:{str(data.dtype).replace('torch.', '')}:{h}"
 
+
+# %% ../nbs/01b_persist.ipynb #95863118
+@contextmanager
+def folder_lock(folder:str|Path, # the folder a run writes into (created if needed)
+               ):
+    "Hold an exclusive lock on `folder` for the duration of the block; another holder makes it a ValueError at once."
+    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
+    path = folder / '.lock'
+    while True:
+        f = open(path, 'a+')
+        try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0); pid = f.read().strip() or '?'; f.close()
+            raise ValueError(f"folder {str(folder)!r} is in use by another run (process {pid}): wait for it to finish, or "
+                             "use another folder") from None
+        try:
+            if os.fstat(f.fileno()).st_ino == os.stat(path).st_ino: break   # still the file at `path`: ours
+        except FileNotFoundError: pass
+        f.close()                                                           # removed by its last holder meanwhile: again
+    try:
+        f.seek(0); f.truncate(); f.write(str(os.getpid())); f.flush()
+        yield folder
+    finally:
+        path.unlink(missing_ok=True)                                        # a normal exit leaves the folder as it was
+        fcntl.flock(f, fcntl.LOCK_UN); f.close()

@@ -5,36 +5,69 @@
 # %% ../nbs/15_pipeline.ipynb #5715e3e8
 from __future__ import annotations
 import json, time, platform, math, textwrap
+from dataclasses import dataclass, asdict, fields
 from pathlib import Path
 import torch
 from torch import Tensor
-from .schedules import Schedule
-from .persist import atomic_json_dump
-from .data import dataset_tensor, show_grid, ImageFiles, prepare_images, DATASETS, ALIASES
+from .schedules import Schedule, get_schedule
+from .persist import atomic_json_dump, atomic_torch_save, folder_lock
+from .data import dataset_tensor, show_grid, ImageFiles, prepare_images, resolve_dataset, open_image
 from .intervals import Intervals
-from .schedules import get_schedule
 from .clustering import ClusteringResult, plot_similarity, run_clustering
-from .multistage import build_model
-from .train import plot_losses, read_checkpoint, list_checkpoints, CheckpointError
-from .losses import EDMPrecond
+from .multistage import build_model, PRESETS
+from .train import plot_losses, read_checkpoint, newest_checkpoint, CheckpointError, checked_device
+from .losses import EDMPrecond, precondition
+from .samplers import check_solver
 from .experiment import train_curve, run_sample, preset_for_images, Recipe, Measure, CurveData
 from .metrics import fid_kid, heldout_loss, noise_like_share, feature_classifier_path
 
 # %% auto #0
-__all__ = ['UNITS', 'report_entry', 'plot_run', 'compare_models', 'comparison_table', 'run_main', 'load_trained',
-           'sample_checkpoint', 'model_shape', 'evaluate_samples']
+__all__ = ['UNITS', 'MainJob', 'report_entry', 'plot_run', 'compare_models', 'comparison_table', 'run_main', 'load_trained',
+           'sample_checkpoint', 'model_shape', 'load_samples', 'evaluate_samples']
 
 # %% ../nbs/15_pipeline.ipynb #10b179a2
-def _train_arch(arch:str, intervals:Intervals, train:Tensor, test:Tensor, schedule:Schedule, out:Path,
-                cfg:dict) -> dict:
-    "Train and measure one architecture in `out/arch` with the experiment harness: one milestone at `cfg['iters']`."
-    fit_kw = dict(time_sampling=cfg['time_sampling']) if arch != 'unified' and cfg['time_sampling'] != 'auto' else {}
-    recipe = Recipe(arch, cfg['preset'], fit_kw=fit_kw, batch_size=cfg['batch_size'], lr=cfg['lr'],
-                    ema_halflife=cfg['ema_halflife'], seed=cfg['seed'])
-    measure = Measure([cfg['iters']], n_fid=cfg['n_samples'], solver=cfg['solver'], nfe=cfg['nfe'])
-    return train_curve(arch, intervals, CurveData(train, test, cfg['dataset'], cfg['classifier']), schedule, out, recipe,
-                       measure, device=cfg['device'], progress=cfg['progress'],
-                       ckpt_config={k: cfg[k] for k in ('dataset', 'size', 'schedule')})
+@dataclass
+class MainJob:
+    "The settings of the main job: the data, Algorithm 1, the two models' training and their evaluation."
+    dataset:str = 'mnist5k' # dataset name (see `data.DATASETS`) or the path of an image folder
+    root:str|None = None # folder of an on-disk dataset
+    size:int = 16 # image side length
+    schedule:str = 'vp-linear' # noise schedule name; 'edm' trains with EDM's preconditioning
+    K:int = 2000 # Algorithm 1 samples
+    alpha:float = 0.9 # Algorithm 1 threshold
+    preset:str = 'small' # model preset (see `multistage.PRESETS`)
+    iters:int = 800 # training iterations per model
+    batch_size:int = 64 # images per step
+    lr:float = 1e-3 # Adam learning rate
+    ema_halflife:float = 2000. # EMA half-life in images
+    time_sampling:str = 'mixed' # the multistage model's time sampling (see `fit`); 'stage': the paper's recipe
+    compare:bool = True # also train the unified baseline on the same budget, data order and seed
+    n_samples:int = 500 # images generated for the evaluation
+    solver:str = 'dpm-solver-3' # sampler
+    nfe:int = 20 # model calls per image
+    seed:int = 0 # seeds everything
+
+    def check(self):
+        "A ValueError naming the first setting that cannot work."
+        if self.preset not in PRESETS: raise ValueError(f"`preset` must be one of {', '.join(PRESETS)}, got {self.preset!r}")
+        for k in ('size', 'K', 'iters', 'batch_size', 'n_samples', 'nfe'):
+            v = getattr(self, k)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1: raise ValueError(f"`{k}` must be a positive int, got {v!r}")
+        if self.n_samples < 2: raise ValueError(f"`n_samples` must be at least 2 (FID compares two sets), got {self.n_samples}")
+        check_solver(self.solver, self.nfe)
+        get_schedule(self.schedule)
+        if self.compare not in (True, False): raise ValueError(f"`compare` must be True or False, got {self.compare!r}")
+
+def _train_arch(arch:str, intervals:Intervals, train:Tensor, test:Tensor, schedule:Schedule, out:Path, job:MainJob,
+                run:dict) -> dict:
+    "Train and measure one architecture in `out/arch` with the experiment harness: one milestone at `job.iters`."
+    fit_kw = dict(time_sampling=job.time_sampling) if arch != 'unified' and job.time_sampling != 'auto' else {}
+    recipe = Recipe(arch, job.preset, fit_kw=fit_kw, batch_size=job.batch_size, lr=job.lr, ema_halflife=job.ema_halflife,
+                    seed=job.seed)
+    measure = Measure([job.iters], n_fid=job.n_samples, solver=job.solver, nfe=job.nfe)
+    return train_curve(arch, intervals, CurveData(train, test, run['dataset'], run['classifier']), schedule, out, recipe,
+                       measure, device=run['device'], progress=run['progress'],
+                       ckpt_config=dict(dataset=job.dataset, size=job.size, schedule=job.schedule))
 
 def report_entry(curve:dict, # a `train_curve` result with FID at its last milestone
                 ) -> dict: # the model's entry of `report.json`
@@ -141,51 +174,50 @@ def _save_figures(out:Path, clu:ClusteringResult, models:dict):
     plot_run(clu, {a: out/a/'ckpt'/'log.jsonl' for a in models}, out/'curves.png')
 
 def run_main(out_dir:str|Path='runs/main', # run folder (created; an existing one is resumed)
-             dataset:str='mnist5k', # dataset name (see `data.DATASETS`)
-             root:str|None=None, # folder of an on-disk dataset
-             size:int=16, # image side length
-             preset:str='small', # model preset (see `multistage.PRESETS`)
-             iters:int=800, # training iterations per model
-             batch_size:int=64, # images per step
-             lr:float=1e-3, # Adam learning rate
-             ema_halflife:float=2000., # EMA half-life in images
-             K:int=2000, # Algorithm 1 samples
-             alpha:float=0.9, # Algorithm 1 threshold
-             schedule:str='vp-linear', # noise schedule name
-             n_samples:int=500, # images generated for the evaluation
-             solver:str='dpm-solver-3', # sampler
-             nfe:int=20, # model calls per image
-             compare:bool|str=True, # also train the unified baseline on the same budget (True or 'unified'; False: not)
-             time_sampling:str='mixed', # the multistage model's time sampling (see `fit`); 'stage': the paper's recipe
+             job:MainJob|None=None, # the settings (default `MainJob()`); or give them as keywords
              device:str='cpu', # 'cpu' or 'cuda'
-             seed:int=0, # seeds everything
              progress:bool=True, # show progress bars
+             **settings, # `MainJob` fields, e.g. preset='tiny', iters=100 (with `job`: changes to it)
             ) -> dict: # the report (also in report.json)
     "Cluster, train, sample and evaluate on one dataset; writes a run folder and returns the report."
-    if compare not in (True, False, None, 'unified'):
-        raise ValueError(f"`compare` must be True (or 'unified') or False (or None), got {compare!r}")
-    t0, out = time.time(), Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    cfg = dict(dataset=dataset, root=root, size=size, preset=preset, iters=iters, batch_size=batch_size, lr=lr,
-               ema_halflife=ema_halflife, K=K, alpha=alpha, schedule=schedule, n_samples=n_samples, solver=solver,
-               nfe=nfe, compare=bool(compare), time_sampling=time_sampling, device=device, seed=seed, progress=progress)
-    train = dataset_tensor(dataset, root=root, split='train', size=size)
-    test = dataset_tensor(dataset, root=root, split='test', size=size)
-    sch = get_schedule(schedule)
-    cfg['classifier'] = str(feature_classifier_path(dataset, root=root))  # trained and cached on first use
-    clu = run_clustering(train, out, schedule, K, alpha, seed=seed, dataset=dataset)
-    archs = ['multistage'] + (['unified'] if compare else [])
-    models = {a: report_entry(_train_arch(a, clu.intervals, train, test, sch, out, cfg)) for a in archs}
-    _save_figures(out, clu, models)
-    report = dict(intervals=dict(boundaries=list(clu.intervals.boundaries), meta=clu.intervals.meta), models=models,
-                  units=UNITS, config=cfg,
-                  versions=dict(python=platform.python_version(), torch=torch.__version__, multistage_nbdev=_version()),
-                  files=dict(intervals='intervals.json', samples='samples.png', curves='curves.png',
-                             similarity='similarity.png'),
-                  wall_seconds=round(time.time() - t0, 1))
-    if compare: report['comparison'] = compare_models(models['multistage'], models['unified'], clu.intervals.boundaries)
-    atomic_json_dump(report, out/'report.json')
+    names = {f.name for f in fields(MainJob)}
+    if set(settings) - names: raise TypeError(f"run_main got unknown settings {sorted(set(settings) - names)}; "
+                                              f"MainJob has {sorted(names)}")
+    job = MainJob(**{**asdict(job or MainJob()), **settings}); job.check()
+    t0, out, device = time.time(), Path(out_dir), checked_device(device)
+    with folder_lock(out):
+        _same_job(out, job)
+        dataset, root = resolve_dataset(job.dataset, job.root)
+        train = dataset_tensor(dataset, root=root, split='train', size=job.size)
+        test = dataset_tensor(dataset, root=root, split='test', size=job.size)
+        sch = get_schedule(job.schedule)
+        run = dict(dataset=dataset, device=str(device), progress=progress,
+                   classifier=str(feature_classifier_path(dataset, root=root)))  # trained and cached on first use
+        clu = run_clustering(train, out, job.schedule, job.K, job.alpha, seed=job.seed, dataset=job.dataset)
+        archs = ['multistage'] + (['unified'] if job.compare else [])
+        models = {a: report_entry(_train_arch(a, clu.intervals, train, test, sch, out, job, run)) for a in archs}
+        _save_figures(out, clu, models)
+        report = dict(intervals=dict(boundaries=list(clu.intervals.boundaries), meta=clu.intervals.meta), models=models,
+                      units=UNITS, config={**asdict(job), 'device': str(device), 'classifier': run['classifier']},
+                      versions=dict(python=platform.python_version(), torch=torch.__version__,
+                                    multistage_nbdev=_version()),
+                      files=dict(intervals='intervals.json', samples='samples.png', curves='curves.png',
+                                 similarity='similarity.png'),
+                      wall_seconds=round(time.time() - t0, 1))
+        if job.compare:
+            report['comparison'] = compare_models(models['multistage'], models['unified'], clu.intervals.boundaries)
+        atomic_json_dump(report, out/'report.json')
     return report
+
+def _same_job(out:Path, job:MainJob):
+    "Record the job's settings in `out/job.json`; a folder that holds another job's results is refused."
+    path, now = out / 'job.json', asdict(job)
+    if path.exists():
+        before = json.loads(path.read_text())
+        diff = [f"{k}: {before.get(k)!r} there, {now[k]!r} now" for k in now if before.get(k) != now[k]]
+        if diff: raise ValueError(f"{str(out)!r} holds the results of another main job ({'; '.join(diff)}); use another "
+                                  "folder, or delete it to start over")
+    else: atomic_json_dump(now, path)
 
 def _version():
     from multistage_nbdev import __version__
@@ -198,12 +230,11 @@ def load_trained(path:str|Path, # a checkpoint file written by `fit` (msd_train,
                 ) -> tuple: # (model in eval mode, its Schedule, the checkpoint's user config)
     "Rebuild the denoiser of a training checkpoint from the configuration stored in it and load its weights."
     p = Path(path)
-    if p.is_dir():
-        found = list_checkpoints(p)
-        if not found: raise FileNotFoundError(f"no checkpoint (ckpt_*.pt) in the folder {str(p)!r}")
-        p = found[0]
     if not p.exists(): raise FileNotFoundError(f"checkpoint {str(p)!r} does not exist")
-    ck = read_checkpoint(p)
+    if p.is_dir():
+        ck, p = newest_checkpoint(p)
+        if ck is None: raise FileNotFoundError(f"no checkpoint (ckpt_*.pt) in the folder {str(path)!r}")
+    else: ck = read_checkpoint(p)
     user = ck['identity'].get('user') or {}
     if 'preset' not in user or 'arch' not in user:
         raise CheckpointError(f"checkpoint {str(p)!r} does not say which model it holds: "
@@ -212,10 +243,9 @@ def load_trained(path:str|Path, # a checkpoint file written by `fit` (msd_train,
     sch = get_schedule(user.get('schedule', 'vp-linear'))
     overrides = user.get('overrides') or preset_for_images(user['preset'], C, H)
     overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
-    model = build_model(user['preset'], user['arch'], Intervals(**ck['intervals']), **overrides)
-    if user.get('schedule') == 'edm': model = EDMPrecond(model, sch)
+    model = precondition(build_model(user['preset'], user['arch'], Intervals(**ck['intervals']), **overrides), sch)
     model.load_state_dict(ck['ema' if ema else 'model'])
-    return model.to(device).eval().requires_grad_(False), sch, user
+    return model.to(checked_device(device)).eval().requires_grad_(False), sch, {**user, 'item_shape': [C, H, W]}
 
 # %% ../nbs/15_pipeline.ipynb #e4f6da56
 def sample_checkpoint(ckpt:str|Path, # checkpoint file, or a checkpoint folder (its newest checkpoint)
@@ -227,15 +257,17 @@ def sample_checkpoint(ckpt:str|Path, # checkpoint file, or a checkpoint folder (
                       device:str='cpu', # cpu or cuda
                       batch_size:int=256, # images per sampler call
                       png:bool=False, # also write each image as a PNG (a folder `evaluate_samples` or torch-fidelity reads)
+                      progress:bool=False, # a progress bar over the sampler's batches
                      ) -> dict: # {'path': samples.pt, 'n', 'solver', 'nfe', 'arch', 'preset'}
     "Generate images from a trained checkpoint (EMA weights); save them as a tensor, a grid and optionally PNG files."
     import matplotlib.pyplot as plt
     from PIL import Image
     from multistage_nbdev.persist import atomic_torch_save
     model, sch, user = load_trained(ckpt, device=device)
-    imgs, info = run_sample(model, sch, (n, *model_shape(model)), solver, nfe, seed, device, batch_size)
+    imgs, info = run_sample(model, sch, (n, *user['item_shape']), solver, nfe, seed, device, batch_size, progress)
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
     atomic_torch_save(imgs, out/'samples.pt')
+    for old in (out/'images').glob('[0-9][0-9][0-9][0-9][0-9].png'): old.unlink()  # a smaller n must not leave old images
     fig, ax = plt.subplots(figsize=(6, 6))
     show_grid(imgs[:64], nrow=8, ax=ax, title=f"{user['arch']} {user['preset']}: {info['solver']}, {info['nfe']} NFE")
     fig.savefig(out/'grid.png', dpi=100); plt.close(fig)
@@ -251,45 +283,74 @@ def sample_checkpoint(ckpt:str|Path, # checkpoint file, or a checkpoint folder (
 def model_shape(model:torch.nn.Module, # a model of `build_model`, or one wrapped in `EDMPrecond`
                ) -> tuple:
     "(C,H,W) of the images a built model denoises."
-    m = getattr(model, 'model', model)  # EDMPrecond wraps the network
+    m = model.net if isinstance(model, EDMPrecond) else model
     return (m.in_ch, m.img_size, m.img_size)
 
 # %% ../nbs/15_pipeline.ipynb #8160e11a
 def _image_files(folder:Path) -> list: # the PNG and JPEG files below `folder`, in name order
     return sorted(f for f in folder.rglob('*') if f.suffix.lower() in ('.png', '.jpg', '.jpeg'))
 
-def _read_images(folder:Path, like:Tensor) -> Tensor: # (N,C,H,W) in [-1,1], the channels and size of `like`
-    "The image files of `folder` as one tensor."
-    files = ImageFiles(_image_files(folder), channels=like.shape[1])
-    return prepare_images(torch.stack([files.load(i) for i in range(len(files))]), size=tuple(like.shape[-2:]))
+def load_samples(samples:str|Path, # a samples.pt, a folder `sample_checkpoint` wrote, or a folder of image files
+                 channels:int|None=None, # channels to read image files with (default: those of the first file)
+                ) -> Tensor: # the generated images in [-1,1], (N,C,H,W)
+    "Generated images from any of the forms `msd_sample` writes, as one tensor, so that every form is measured alike."
+    s = Path(samples)
+    if not s.exists(): raise ValueError(f"samples {str(s)!r} do not exist: give a samples.pt file or a folder of images")
+    if s.is_dir() and (s / 'samples.pt').is_file(): s = s / 'samples.pt'      # the folder msd_sample writes
+    if s.is_file():
+        try: x = torch.load(s, map_location='cpu', weights_only=True)
+        except Exception as e:
+            raise ValueError(f"samples file {str(s)!r} cannot be read (torn, truncated or not a torch file): "
+                             f"{type(e).__name__}") from None
+        if not isinstance(x, Tensor) or x.dim() != 4 or not x.is_floating_point():
+            raise ValueError(f"samples file {str(s)!r} must hold images in [-1,1] as a float tensor (N,C,H,W)")
+        return x
+    files = _image_files(s)
+    if not files: raise ValueError(f"folder {str(s)!r} holds no PNG or JPEG images (and no samples.pt)")
+    sizes = {}
+    for f in files:
+        with open_image(f) as im: sizes.setdefault(im.size, (f, im.mode))
+    if len(sizes) > 1:
+        (a, (fa, _)), (b, (fb, _)) = list(sizes.items())[:2]
+        raise ValueError(f"the images in {str(s)!r} differ in size ({fa.name} is {a[0]}x{a[1]}, {fb.name} {b[0]}x{b[1]}); "
+                         "give the folder of the samples alone")
+    mode = next(iter(sizes.values()))[1]
+    files_ = ImageFiles(files, channels or (1 if mode in ('1', 'L', 'I', 'I;16', 'F') else 3))
+    return prepare_images(torch.stack([files_.load(i) for i in range(len(files_))]))
 
-def evaluate_samples(samples:str|Path, # samples.pt written by `sample_checkpoint`, or a folder of image files
+def evaluate_samples(samples:str|Path, # samples.pt, the folder `sample_checkpoint` wrote, or a folder of image files
                      dataset:str='mnist5k', # reference dataset name or image-folder path (see data.DATASETS)
-                     root:str|None=None, # torchvision root folder of an on-disk dataset
+                     root:str|None=None, # folder of an on-disk dataset
                      split:str='test', # reference split
-                     size:int|None=None, # reference image size (default: that of the samples)
+                     size:int|None=None, # must equal the samples' size if given (the reference is resized to it)
                      extractor:str='offline', # offline (a classifier of `dataset`) or inception (standard FID)
                      weights:str|None=None, # classifier or Inception weights file (default: found as fid_kid describes)
                      ckpt:str|None=None, # also report this checkpoint's held-out loss per interval on the reference split
                      out:str|None=None, # JSON report (default: evaluation.json next to the samples)
                     ) -> dict: # the report, with 'path' where it was written
-    "FID/KID of generated images against a dataset split, and a checkpoint's held-out loss; writes a JSON report."
+    "FID/KID of generated images against a dataset split at the samples' size, and a checkpoint's held-out loss."
+    name, root = resolve_dataset(dataset, root)
+    fake = load_samples(samples)
+    if len(fake) < 2: raise ValueError(f"FID and KID need at least 2 generated images, got {len(fake)}")
+    side = fake.shape[-1]
+    if size is not None and size != side:
+        raise ValueError(f"`size` {size} differs from the samples' {side}x{side}: the reference is compared at the samples' size")
+    real = dataset_tensor(name, root=root, split=split, size=side)
+    if fake.shape[1] != real.shape[1]:
+        raise ValueError(f"the samples have {fake.shape[1]} channel(s), the {dataset} images {real.shape[1]}")
+    kid_n = max(2, min(1000, len(real) // 2, len(fake) // 2))
+    rep = dict(samples=str(samples), dataset=dataset, split=split, size=side, n_fake=len(fake),
+               fid_kid=fid_kid(real, fake, extractor=extractor, weights_path=weights, kid_subset_size=kid_n, dataset=name,
+                               root=root))
+    share, threshold = noise_like_share(fake, real)
+    rep['noise_like'] = dict(share=share, threshold=threshold)
+    if ckpt is not None:
+        model, sch, user = load_trained(ckpt)
+        if list(user['item_shape']) != list(real.shape[1:]):
+            raise ValueError(f"checkpoint {str(ckpt)!r} models {'x'.join(map(str, user['item_shape']))} images but the "
+                             f"reference images are {'x'.join(map(str, real.shape[1:]))}; evaluate it on samples of its size")
+        rep['heldout_loss'] = heldout_loss(model, real, sch, getattr(model, 'intervals', None))
     s = Path(samples)
-    if True:
-        fake = torch.load(s, weights_only=True) if s.is_file() else s
-        if isinstance(fake, Tensor) and size is None: size = fake.shape[-1]
-        real = dataset_tensor(dataset, root=root, split=split, size=size)
-        n_fake = len(fake) if isinstance(fake, Tensor) else len(_image_files(s))
-        kid_n = max(2, min(1000, len(real) // 2, n_fake // 2))
-        rep = dict(samples=str(s), dataset=dataset, split=split,
-                   fid_kid=fid_kid(real, fake, extractor=extractor, weights_path=weights, kid_subset_size=kid_n,
-                                   dataset=dataset if dataset.lower() in DATASETS + tuple(ALIASES) else 'mnist5k'))
-        share, threshold = noise_like_share(fake if isinstance(fake, Tensor) else _read_images(s, real), real)
-        rep['noise_like'] = dict(share=share, threshold=threshold)
-        if ckpt is not None:
-            model, sch, _ = load_trained(ckpt)
-            rep['heldout_loss'] = heldout_loss(model, real, sch, getattr(model, 'intervals', None))
-    rep['n_fake'] = n_fake
     path = Path(out) if out else (s.parent if s.is_file() else s) / 'evaluation.json'
     atomic_json_dump(rep, path)
     return {**rep, 'path': path}

@@ -14,7 +14,7 @@ from .schedules import Schedule, EDMSchedule
 # %% auto #0
 __all__ = ['SPACINGS', 'SOLVERS', 'PAPER_SAMPLERS', 'time_grid', 'StepState', 'ddim_step', 'dpm_solver_step',
            'dpm_multistep_step', 'dpmpp_multistep_step', 'heun_step', 'euler_maruyama_step', 'Solver', 'SampleResult',
-           'default_t_end', 'sample', 'GaussianOracle', 'paper_sampler']
+           'default_t_end', 'check_solver', 'sample', 'GaussianOracle', 'paper_sampler']
 
 # %% ../nbs/09_samplers.ipynb #2a5e89e7
 SPACINGS = ('time', 'logsnr', 'quadratic', 'edm')
@@ -214,6 +214,7 @@ class Solver:
     spacing: str # default time spacing
     options: dict = field(default_factory=dict) # allowed options and their defaults
     final_euler: bool = False # end with one Euler call to sigma=0 (EDM)
+    min_nfe: int = 1 # fewest model calls that do not diverge on the Gaussian oracle (see below)
 
 def _singlestep_plan(order):
     def plan(nfe):
@@ -233,13 +234,13 @@ _thresh = dict(thresholding=False, threshold_ratio=0.995, threshold_max=1.)
 SOLVERS = {
     'ddim': Solver(ddim_step, _singlestep_plan(1), 'time', dict(eta=0.)),
     'dpm-solver-1': Solver(dpm_solver_step, _singlestep_plan(1), 'logsnr'),
-    'dpm-solver-2': Solver(dpm_solver_step, _singlestep_plan(2), 'logsnr'),
-    'dpm-solver-3': Solver(dpm_solver_step, _singlestep_plan(3), 'logsnr'),
+    'dpm-solver-2': Solver(dpm_solver_step, _singlestep_plan(2), 'logsnr', min_nfe=3),
+    'dpm-solver-3': Solver(dpm_solver_step, _singlestep_plan(3), 'logsnr', min_nfe=3),
     'dpm-solver-2m': Solver(dpm_multistep_step, _multistep_plan(2), 'logsnr'),
     'dpm-solver-3m': Solver(dpm_multistep_step, _multistep_plan(3), 'logsnr'),
     'dpm-solver++2m': Solver(dpmpp_multistep_step, _multistep_plan(2), 'logsnr', _thresh),
-    'heun': Solver(heun_step, _heun_plan, 'edm', _churn, final_euler=True),
-    'euler-maruyama': Solver(euler_maruyama_step, _singlestep_plan(1), 'time'),
+    'heun': Solver(heun_step, _heun_plan, 'edm', _churn, final_euler=True, min_nfe=8),
+    'euler-maruyama': Solver(euler_maruyama_step, _singlestep_plan(1), 'time', min_nfe=10),
 }
 
 # %% ../nbs/09_samplers.ipynb #22abe9db
@@ -276,6 +277,17 @@ def _solver(name):
                          f"(solver {name!r}); available DPM-Solvers: {have}")
     raise ValueError(f"unknown `solver` {name!r}; valid solvers: {list(SOLVERS)}")
 
+def check_solver(solver:str, # a name of `SOLVERS`
+                 nfe:int, # the model calls it is to make
+                ) -> Solver:
+    "The solver called `solver`, after checking that `nfe` is an int it can work with (at least its `min_nfe`)."
+    sol = _solver(solver)
+    _check_int(nfe, 'nfe', 1)
+    if nfe < sol.min_nfe:
+        raise ValueError(f"{solver} needs at least {sol.min_nfe} model calls, got `nfe`={nfe}: with fewer it diverges even on "
+                         "an exact model of Gaussian data (see the samplers notebook); raise `nfe` or use a multistep solver")
+    return sol
+
 def _stage_report(model, call_times, stage_gflops):
     intervals, gf = (getattr(model, 'intervals', None),
                      stage_gflops if stage_gflops is not None else getattr(model, 'stage_gflops', None))
@@ -311,8 +323,7 @@ def sample(model:Callable, # denoiser `model(x_t, t) -> eps`, x_t (B,C,H,W), t (
           ) -> SampleResult:
     ("Draw samples by solving the reverse diffusion from `t_start` to `t_end` with `solver` "
      "in exactly `nfe` model calls.")
-    sol = _solver(solver)
-    _check_int(nfe, 'nfe', 1)
+    sol = check_solver(solver, nfe)
     bad = set(opts) - set(sol.options)
     if bad:
         raise TypeError(f"solver {solver!r} has no option(s) {sorted(bad)}; "

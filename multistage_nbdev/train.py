@@ -18,14 +18,14 @@ from tqdm.auto import tqdm
 from .schedules import Schedule, EDMSchedule
 from .intervals import Intervals
 from .losses import TimeSampler, UniformTime, LogNormalSigma, EDMPrecond, eps_loss
-from .persist import atomic_torch_save, atomic_write
+from .persist import atomic_torch_save, atomic_write, folder_lock
 
 # %% auto #0
 __all__ = ['CKPT_FORMAT', 'TIME_SAMPLING', 'STAGE_CHOICE', 'collate_images', 'TrainData', 'ema_beta', 'EMA', 'CheckpointError',
-           'TrainingDiverged', 'checkpoint_path', 'list_checkpoints', 'read_checkpoint', 'check_compatible',
-           'resolve_time_sampling', 'pick_stage', 'read_log', 'plot_losses', 'FitResult', 'Placement', 'TrainConfig',
-           'StepTimes', 'LossWindow', 'adam_kernel', 'TrainState', 'train_step', 'RunFiles', 'model_fingerprint', 'Run',
-           'prepare_run', 'train_loop', 'fit']
+           'TrainingDiverged', 'checkpoint_path', 'list_checkpoints', 'newest_checkpoint', 'read_checkpoint',
+           'check_compatible', 'resolve_time_sampling', 'pick_stage', 'read_log', 'plot_losses', 'FitResult',
+           'Placement', 'checked_device', 'TrainConfig', 'StepTimes', 'LossWindow', 'adam_kernel', 'TrainState',
+           'train_step', 'RunFiles', 'model_fingerprint', 'Run', 'prepare_run', 'train_loop', 'fit']
 
 # %% ../nbs/08_train.ipynb #d16a8cd3
 def _mix(*parts) -> int:
@@ -169,6 +169,17 @@ def list_checkpoints(ckpt_dir:str|Path, # checkpoint folder (missing: no checkpo
     if not d.is_dir(): return []
     return sorted((p for p in d.glob('ckpt_*.pt') if p.stem[5:].isdigit()), key=lambda p: int(p.stem[5:]), reverse=True)
 
+def newest_checkpoint(ckpt_dir:str|Path, # checkpoint folder
+                     ) -> tuple: # (the checkpoint dict, its path), or (None, None) when the folder holds none
+    "The newest checkpoint of `ckpt_dir` that can be read; damaged ones are skipped with a warning, all damaged is an error."
+    found = list_checkpoints(ckpt_dir)
+    for p in found:
+        try: return read_checkpoint(p), p
+        except CheckpointError as e: warnings.warn(f"skipping {e}")
+    if found: raise CheckpointError(f"every checkpoint in {str(ckpt_dir)!r} is damaged ({', '.join(p.name for p in found)}); "
+                                    "delete them to start that run again, or choose another folder")
+    return None, None
+
 def read_checkpoint(path:str|Path, # a checkpoint file written by `fit`
                    ) -> dict:
     "Load a training checkpoint safely (`weights_only=True`); raise `CheckpointError` if it is torn or not ours."
@@ -271,6 +282,7 @@ class FitResult:
     ema: nn.Module # the EMA of its weights, in eval mode: use it for sampling
     history: list # the log records (dicts), see `plot_losses`
     step: int # steps done in all (including before a resume)
+    start_step: int # the step it started from (0, or the resumed checkpoint's): `step - start_step` steps were trained
     checkpoint: Path|None # the last checkpoint written (or resumed from)
     log_path: Path|None # the JSONL log
     config: dict # the full configuration of the run
@@ -292,8 +304,21 @@ class Placement:
         n = batch_size // self.world
         return slice(self.rank * n, (self.rank + 1) * n)
 
+def checked_device(device:str|torch.device, # 'cpu', 'cuda', 'cuda:N' or a torch.device
+                  ) -> torch.device:
+    "`device` as a `torch.device`, or a ValueError saying what is wrong: an unknown name, or CUDA where there is none."
+    try: d = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"`device` must be 'cpu', 'cuda' or 'cuda:N', got {device!r}") from None
+    if d.type not in ('cpu', 'cuda'): raise ValueError(f"`device` must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    if d.type == 'cuda' and not torch.cuda.is_available():
+        raise ValueError(f"`device` {str(device)!r}: no CUDA device is available on this machine; use 'cpu'")
+    if d.type == 'cuda' and d.index is not None and d.index >= torch.cuda.device_count():
+        raise ValueError(f"`device` {str(device)!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return d
+
 def _default_device(device, model:nn.Module) -> torch.device:
-    if device is not None: return torch.device(device)
+    if device is not None: return checked_device(device)
     if int(os.environ.get('WORLD_SIZE', '1')) > 1 and torch.cuda.is_available():
         return torch.device('cuda', int(os.environ.get('LOCAL_RANK', '0')))
     return next(model.parameters()).device
@@ -644,6 +669,7 @@ def prepare_run(model:nn.Module, # the denoiser to train
     times = _time_plan(model, schedule, time_sampler, cfg, stages, where)
     if weight is None and isinstance(model, EDMPrecond): weight = model.eps_weight
     td = TrainData(data, cfg.batch_size, cfg.seed, where.rank, where.world, cfg.num_workers)
+    _check_image_shape(model, td.item_shape)
     identity = _identity(model, schedule, times, weight, td, cfg, where, config)
     full = {**identity, **_jsonable(dict(iters=cfg.iters, ckpt_every=cfg.ckpt_every, log_every=cfg.log_every,
                                          device=where.device, num_workers=td.num_workers))}
@@ -651,7 +677,7 @@ def prepare_run(model:nn.Module, # the denoiser to train
     if ck is None and cfg.ckpt_dir is not None and list_checkpoints(cfg.ckpt_dir):
         raise ValueError(f"`ckpt_dir` {str(cfg.ckpt_dir)!r} already holds checkpoints "
                          f"(newest {list_checkpoints(cfg.ckpt_dir)[0].name}); "
-                         "pass resume=True to continue that run, or choose another `ckpt_dir`")
+                         "continue that run with resume=True (msd_train: --resume), or choose another folder")
     state = TrainState(model, cfg, td.batch_size, stages.n_stages, where)
     if ck is not None: state.load_state_dict(ck); state.checkpoint = ck_path
     files = RunFiles(cfg.ckpt_dir, cfg.keep, dict(intervals=stages.to_dict(), config=full, identity=identity), where)
@@ -666,13 +692,18 @@ def _find_resume(resume, ckpt_dir, identity) -> tuple:
         ck = read_checkpoint(resume); check_compatible(ck, identity, resume)
         return ck, Path(resume)
     if ckpt_dir is None: raise ValueError("`resume=True` needs a `ckpt_dir` to look for checkpoints in")
-    for p in list_checkpoints(ckpt_dir):
-        try: ck = read_checkpoint(p)
-        except CheckpointError as e:
-            warnings.warn(f"skipping {e}"); continue
-        check_compatible(ck, identity, p)
-        return ck, p
-    return None, None
+    ck, p = newest_checkpoint(ckpt_dir)
+    if ck is not None: check_compatible(ck, identity, p)
+    return ck, p
+
+def _check_image_shape(model:nn.Module, item_shape:tuple):
+    "A model built for other images than the data's is refused (a U-Net would run on them without a word)."
+    net = model.net if isinstance(model, EDMPrecond) else model
+    want = (getattr(net, 'in_ch', None), getattr(net, 'img_size', None))
+    if None in want: return
+    if (want[0], want[1], want[1]) != tuple(item_shape):
+        raise ValueError(f"the model is built for {want[0]}x{want[1]}x{want[1]} images (CxHxW) but the data are "
+                         f"{'x'.join(map(str, item_shape))}; build it for the data (img_size, in_ch) or resize the data")
 
 # %% ../nbs/08_train.ipynb #a71fff2c
 def _ddp(model:nn.Module, find_unused:bool|None, where:Placement) -> nn.Module:
@@ -687,6 +718,7 @@ def train_loop(run:Run, # a run from `prepare_run`
               ) -> FitResult:
     "Train from `run.state.step` to `cfg.iters`: times and noise, one `train_step`, then the log and checkpoints."
     st, cfg, times, where, B = run.state, run.cfg, run.times, run.state.where, run.data.batch_size
+    start = st.step
     net = _ddp(st.model, cfg.find_unused_parameters, where)
     bar = tqdm(total=cfg.iters, initial=st.step, disable=not cfg.progress or where.rank != 0, desc='fit', unit='step',
                dynamic_ncols=True)
@@ -706,7 +738,7 @@ def train_loop(run:Run, # a run from `prepare_run`
             if (cfg.ckpt_every and st.step % cfg.ckpt_every == 0) or st.step == cfg.iters: run.files.save(st)
             if callback is not None: callback(dict(step=st.step, loss=loss, checkpoint=st.checkpoint, model=st.model))
     finally: bar.close()
-    return FitResult(st.model, st.ema.model, st.history, st.step, st.checkpoint, run.files.log_path, run.config)
+    return FitResult(st.model, st.ema.model, st.history, st.step, start, st.checkpoint, run.files.log_path, run.config)
 
 # %% ../nbs/08_train.ipynb #f0895648
 def fit(model:nn.Module, # any denoiser model(x_t, t) -> eps; a multistage model exposes `.intervals`
@@ -747,7 +779,8 @@ def fit(model:nn.Module, # any denoiser model(x_t, t) -> eps; a multistage model
     cfg = TrainConfig(**{f.name: args[f.name] for f in fields(TrainConfig)})
     where, created_group = _setup_distributed(_default_device(device, model))
     try:
-        with torch.random.fork_rng(devices=[where.device] if where.is_cuda else []):
+        lock = folder_lock(cfg.ckpt_dir) if cfg.ckpt_dir is not None and where.rank == 0 else nullcontext()
+        with lock, torch.random.fork_rng(devices=[where.device] if where.is_cuda else []):
             run = prepare_run(model, data, schedule, cfg, time_sampler, weight, intervals, config, where)
             return train_loop(run, callback)
     finally:

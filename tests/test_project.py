@@ -41,3 +41,24 @@ def test_nbdev_keeps_our_quarto_config(tmp_path, monkeypatch):
     assert (ROOT / '_quarto.yml').read_text() == before
     assert (ROOT / 'nbs' / '_quarto.yml').is_symlink()
     assert 'multistage_nbdev' in (ROOT / 'nbs' / 'nbdev.yml').read_text()
+
+
+def _rounded(text: str) -> str:
+    "The text with every decimal number rounded to 4 places, so last-bit differences between CPUs do not count."
+    return re.sub(r'-?\d+\.\d+(e-?\d+)?', lambda m: f'{float(m[0]):.4f}', text)
+
+
+def test_readme_python_block_runs_as_written():
+    "The README's Python block, run as written, ends with the value the README shows below it."
+    import contextlib, io, torch
+    text = (ROOT / 'README.md').read_text()
+    code, shown = re.search(r'```python\n(.*?)\n```\n\n```\n(.*?)\n```', text, flags=re.S).groups()
+    *body, last = code.strip().splitlines()
+    env, threads = {}, torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with contextlib.redirect_stderr(io.StringIO()): exec('\n'.join(body), env)
+        value = eval(last, env)
+    finally: torch.set_num_threads(threads)
+    from IPython.lib.pretty import pretty
+    assert _rounded(pretty(value)) == _rounded(shown), f'the README shows\n{shown}\nbut the block gives\n{pretty(value)}'

@@ -12,12 +12,12 @@ from .schedules import Schedule, VPSchedule, EDMSchedule, SCHEDULES, get_schedul
 from .intervals import Intervals
 from .clustering import run_clustering
 from .losses import precondition, loss_weight
-from .train import fit, newest_checkpoint, CheckpointError, TrainingDiverged
-from .pipeline import run_main, comparison_table, sample_checkpoint, evaluate_samples
+from .train import fit, newest_checkpoint, CheckpointError, TrainingDiverged, TrainConfig
+from .pipeline import run_main, comparison_table, sample_checkpoint, evaluate_samples, MainJob
 
 # %% auto #0
-__all__ = ['make_schedule', 'parse_overrides', 'load_images', 'choose_intervals', 'train_cli', 'cluster_cli', 'main_cli',
-           'sample_cli', 'evaluate_cli', 'convert_inception_cli']
+__all__ = ['TRAIN', 'TRAIN_CLI', 'JOB', 'make_schedule', 'parse_overrides', 'load_images', 'choose_intervals', 'train_cli',
+           'cluster_cli', 'main_cli', 'sample_cli', 'evaluate_cli', 'convert_inception_cli']
 
 # %% ../nbs/16_cli.ipynb #80e014ae
 def make_schedule(name:str, # 'vp-linear', 'vp-cosine' or 'edm'
@@ -93,6 +93,9 @@ def choose_intervals(intervals_file:str|None, # --intervals: a JSON file written
     return None
 
 # %% ../nbs/16_cli.ipynb #30f873b2
+TRAIN = TrainConfig.defaults()  # the training settings and their defaults, defined once in `train.TrainConfig`
+TRAIN_CLI = dict(warmup=100, ckpt_dir='runs/train', ckpt_every=500, num_workers=0)  # msd_train warms up and writes a run folder
+
 @console_command('msd_train')
 def train_cli(preset:str='small', # model configuration: small, tiny, cifar10 or ldm (see multistage.PRESETS)
               arch:str='multistage', # unified, separate or multistage
@@ -104,26 +107,26 @@ def train_cli(preset:str='small', # model configuration: small, tiny, cifar10 or
               intervals:str=None, # intervals JSON (as msd_cluster writes); default: the preset's (paper's) intervals
               cluster:store_true=False, # compute the intervals with Algorithm 1 on the training images first
               cluster_k:int=2000, # Algorithm 1: number of sampled (image, noise, time) triples
-              iters:int=1000, # total training steps (a resumed run continues up to this number)
-              batch_size:int=64, # global batch size
-              lr:float=2e-4, # peak learning rate
-              warmup:int=100, # learning-rate warm-up steps
-              grad_clip:float=1.0, # gradient-norm clipping (0: none)
-              ema_decay:float=0.999, # per-step EMA decay
-              ema_halflife:float=None, # EMA half-life in images (EDM style; overrides --ema-decay)
-              ema_rampup:float=None, # EDM's EMA ramp: half-life at most this share of the images seen (EDM: 0.05)
+              iters:int=TRAIN['iters'], # total training steps (a resumed run continues up to this number)
+              batch_size:int=TRAIN['batch_size'], # global batch size
+              lr:float=TRAIN['lr'], # peak learning rate
+              warmup:int=TRAIN_CLI['warmup'], # learning-rate warm-up steps
+              grad_clip:float=TRAIN['grad_clip'], # gradient-norm clipping (0: none)
+              ema_decay:float=TRAIN['ema_decay'], # per-step EMA decay
+              ema_halflife:float=TRAIN['ema_halflife'], # EMA half-life in images (EDM style; overrides --ema-decay)
+              ema_rampup:float=TRAIN['ema_rampup'], # EDM's EMA ramp: half-life at most this share of the images seen (EDM: 0.05)
               weight:str='none', # loss weight omega(t): none, min-snr[:gamma] (Min-SNR, gamma 5) or p2[:k,gamma]
-              amp:str=None, # mixed precision: bf16 (CPU/GPU) or fp16 (GPU)
-              time_sampling:str='auto', # auto, mixed, stage (one stage per step, paper's) or rank (one per DDP rank)
-              stage_choice:str='auto', # for stage sampling: auto, uniform (over stages) or mass (by probability)
-              seed:int=0, # seed of data order, times, noise, dropout and initial weights
+              amp:str=TRAIN['amp'], # mixed precision: bf16 (CPU/GPU) or fp16 (GPU)
+              time_sampling:str=TRAIN['time_sampling'], # auto, mixed, stage (one stage per step, paper's) or rank (one per DDP rank)
+              stage_choice:str=TRAIN['stage_choice'], # for stage sampling: auto, uniform (over stages) or mass (by probability)
+              seed:int=TRAIN['seed'], # seed of data order, times, noise, dropout and initial weights
               device:str=None, # cpu, cuda, cuda:1, ... (default: cpu, or the local GPU under torchrun)
-              ckpt_dir:str='runs/train', # folder for checkpoints, log.jsonl and loss.png
-              ckpt_every:int=500, # steps between checkpoints
-              log_every:int=50, # steps between per-stage log records
+              ckpt_dir:str=TRAIN_CLI['ckpt_dir'], # folder for checkpoints, log.jsonl and loss.png
+              ckpt_every:int=TRAIN_CLI['ckpt_every'], # steps between checkpoints
+              log_every:int=TRAIN['log_every'], # steps between per-stage log records
               resume:store_true=False, # continue from the newest valid checkpoint in --ckpt-dir
-              num_workers:int=0, # DataLoader worker processes
-              progress:bool=True, # progress bar (--no-progress hides it)
+              num_workers:int=TRAIN_CLI['num_workers'], # DataLoader worker processes
+              progress:bool=TRAIN['progress'], # progress bar (--no-progress hides it)
              ):
     ("Train a diffusion denoiser (unified, separate or multistage) on the eps-prediction loss, "
      "with checkpoints and exact resume. Options may be written with dashes or underscores "
@@ -199,24 +202,26 @@ def cluster_cli(dataset:str='mnist5k', # dataset name or image-folder path, as f
     return res
 
 # %% ../nbs/16_cli.ipynb #23825d75
+JOB = MainJob()  # the main job's settings and their defaults, defined once in `pipeline.MainJob`
+
 @console_command('msd_main')
 def main_cli(out_dir:str='runs/main', # run folder; running the same command again resumes it
-             dataset:str='mnist5k', # mnist5k, digits, mnist, fashionmnist, cifar10 or imagefolder
-             root:str=None, # folder of an on-disk dataset
-             size:int=16, # image side length
-             preset:str='small', # model preset
-             iters:int=800, # training iterations per model
-             batch_size:int=64, # images per step
-             K:int=2000, # Algorithm 1 samples
-             alpha:float=0.9, # Algorithm 1 threshold
-             n_samples:int=500, # images generated for FID/KID
-             nfe:int=20, # model calls per generated image
-             solver:str='dpm-solver-3', # sampler (see samplers.SOLVERS)
-             schedule:str='vp-linear', # noise schedule: vp-linear, vp-cosine or edm
-             compare:bool=True, # train the unified baseline too (same budget, data order, seed); --no-compare skips it
-             time_sampling:str='mixed', # multistage recipe: mixed (every decoder, every step) or stage (the paper's)
+             dataset:str=JOB.dataset, # mnist5k, digits, mnist, fashionmnist, cifar10 or imagefolder
+             root:str=JOB.root, # folder of an on-disk dataset
+             size:int=JOB.size, # image side length
+             preset:str=JOB.preset, # model preset
+             iters:int=JOB.iters, # training iterations per model
+             batch_size:int=JOB.batch_size, # images per step
+             K:int=JOB.K, # Algorithm 1 samples
+             alpha:float=JOB.alpha, # Algorithm 1 threshold
+             n_samples:int=JOB.n_samples, # images generated for FID/KID
+             nfe:int=JOB.nfe, # model calls per generated image
+             solver:str=JOB.solver, # sampler (see samplers.SOLVERS)
+             schedule:str=JOB.schedule, # noise schedule: vp-linear, vp-cosine or edm
+             compare:bool=JOB.compare, # train the unified baseline too (same budget, data order, seed); --no-compare skips it
+             time_sampling:str=JOB.time_sampling, # multistage recipe: mixed (every decoder, every step) or stage (the paper's)
              device:str='cpu', # cpu or cuda
-             seed:int=0, # random seed
+             seed:int=JOB.seed, # random seed
             ):
     "Cluster timesteps (Algorithm 1), train a multistage and a unified model, sample, evaluate and compare; resumable."
     check_output_path(out_dir, '--out-dir')

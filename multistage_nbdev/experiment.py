@@ -19,7 +19,7 @@ from .schedules import get_schedule
 from .clustering import run_clustering
 from .losses import TimeSampler, UniformTime, EDMPrecond, precondition
 from .multistage import PRESETS, build_model, count_params, gflops
-from .train import fit, read_log, list_checkpoints, checked_device, _jsonable
+from .train import fit, read_log, list_checkpoints, checked_device, TrainConfig, _jsonable
 from tqdm.auto import tqdm
 from .metrics import (fid_from_sets, image_features, heldout_loss, noise_like_share,
                                       paper_training_pflops, training_pflops)
@@ -27,10 +27,10 @@ from .samplers import sample, check_solver
 from .data import dataset_tensor
 
 # %% auto #0
-__all__ = ['CURVE_FORMAT', 'run_sample', 'preset_for_images', 'Setting', 'RestrictedTime', 'StageComposite', 'Recipe',
-           'CurveData', 'Measure', 'load_ema', 'seeded_model', 'measure_milestone', 'train_curve', 'parallel_curves',
-           'reach_ratio', 'recent_gain', 'saturation_point', 'stage_images', 'steady_seconds', 'seed_stats', 'differs',
-           'plot_curves']
+__all__ = ['CURVE_FORMAT', 'TRAIN', 'HARNESS', 'run_sample', 'preset_for_images', 'Setting', 'RestrictedTime', 'StageComposite',
+           'Recipe', 'CurveData', 'Measure', 'load_ema', 'seeded_model', 'measure_milestone', 'train_curve',
+           'parallel_curves', 'reach_ratio', 'recent_gain', 'saturation_point', 'stage_images', 'steady_seconds',
+           'seed_stats', 'differs', 'plot_curves']
 
 # %% ../nbs/12_experiment.ipynb #90a85ffa
 def run_sample(model:torch.nn.Module, # denoiser model(x_t, t) -> eps (use the EMA weights)
@@ -137,6 +137,9 @@ class StageComposite(nn.Module):
 # %% ../nbs/12_experiment.ipynb #350a6eb4
 CURVE_FORMAT = 2  # curve.json: the training settings, and per milestone the measure settings it was measured with
 
+TRAIN = TrainConfig.defaults()  # fit's settings and their defaults, defined once in `train.TrainConfig`
+HARNESS = {**TRAIN, 'lr': 1e-3, 'warmup': 100, 'ema_halflife': 2000.}  # the experiments' recipe: faster, warmed up, averaged
+
 @dataclass
 class Recipe:
     "How a curve's model is built and trained: every setting that changes its weights."
@@ -144,11 +147,11 @@ class Recipe:
     preset:str = 'small' # `build_model` preset
     model_kw:dict = field(default_factory=dict) # preset overrides, e.g. dict(dec_chs=(48, 32, 8))
     fit_kw:dict = field(default_factory=dict) # more `fit` arguments, e.g. dict(time_sampling='mixed', ema_rampup=0.05)
-    batch_size:int = 64 # images per step
-    lr:float = 1e-3 # Adam learning rate (after the warm-up)
-    warmup:int = 100 # learning-rate warm-up steps
-    ema_halflife:float|None = 2000. # EMA half-life in images (the cap, with `fit_kw['ema_rampup']`)
-    seed:int = 0 # training seed: initial weights, data order, noise; sampling uses it too
+    batch_size:int = HARNESS['batch_size'] # images per step
+    lr:float = HARNESS['lr'] # Adam learning rate (after the warm-up)
+    warmup:int = HARNESS['warmup'] # learning-rate warm-up steps
+    ema_halflife:float|None = HARNESS['ema_halflife'] # EMA half-life in images (the cap, with `fit_kw['ema_rampup']`)
+    seed:int = HARNESS['seed'] # training seed: initial weights, data order, noise; sampling uses it too
 
 @dataclass
 class CurveData:

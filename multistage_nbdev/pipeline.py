@@ -18,7 +18,7 @@ from .multistage import build_model, PRESETS
 from .train import plot_losses, read_checkpoint, newest_checkpoint, CheckpointError, checked_device
 from .losses import EDMPrecond, precondition
 from .samplers import check_solver
-from .experiment import train_curve, run_sample, preset_for_images, Recipe, Measure, CurveData
+from .experiment import train_curve, run_sample, preset_for_images, Recipe, Measure, CurveData, HARNESS
 from .metrics import fid_kid, heldout_loss, noise_like_share, feature_classifier_path
 
 # %% auto #0
@@ -37,15 +37,15 @@ class MainJob:
     alpha:float = 0.9 # Algorithm 1 threshold
     preset:str = 'small' # model preset (see `multistage.PRESETS`)
     iters:int = 800 # training iterations per model
-    batch_size:int = 64 # images per step
-    lr:float = 1e-3 # Adam learning rate
-    ema_halflife:float = 2000. # EMA half-life in images
+    batch_size:int = HARNESS['batch_size'] # images per step
+    lr:float = HARNESS['lr'] # Adam learning rate
+    ema_halflife:float = HARNESS['ema_halflife'] # EMA half-life in images
     time_sampling:str = 'mixed' # the multistage model's time sampling (see `fit`); 'stage': the paper's recipe
     compare:bool = True # also train the unified baseline on the same budget, data order and seed
     n_samples:int = 500 # images generated for the evaluation
     solver:str = 'dpm-solver-3' # sampler
     nfe:int = 20 # model calls per image
-    seed:int = 0 # seeds everything
+    seed:int = HARNESS['seed'] # seeds everything
 
     def check(self):
         "A ValueError naming the first setting that cannot work."

@@ -6,7 +6,8 @@
 from __future__ import annotations
 import copy, hashlib, inspect, json, math, os, random, time, warnings
 from contextlib import nullcontext
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
+from fastcore.basics import store_attr
 from pathlib import Path
 from typing import Callable
 import numpy as np
@@ -335,32 +336,40 @@ def _all_reduce(x:Tensor, world_size:int) -> Tensor:
     return x
 
 # %% ../nbs/08_train.ipynb #c6232c25
-@dataclass
 class TrainConfig:
-    "The settings of a `fit` run that are not tensors or callables (see `fit` for each one's meaning)."
-    iters: int = 1000
-    batch_size: int|None = 64
-    lr: float = 2e-4
-    optimizer: str = 'adam'
-    weight_decay: float = 0.
-    betas: tuple = (0.9, 0.999)
-    warmup: int = 0
-    grad_clip: float|None = 1.0
-    ema_decay: float|None = 0.999
-    ema_halflife: float|None = None
-    ema_rampup: float|None = None
-    amp: str|None = None
-    time_sampling: str = 'auto'
-    stage_choice: str = 'auto'
-    seed: int = 0
-    ckpt_dir: str|Path|None = None
-    ckpt_every: int|None = None
-    keep: int = 2
-    resume: bool|str|Path = False
-    log_every: int = 50
-    progress: bool = True
-    num_workers: int|None = None
-    find_unused_parameters: bool|None = None
+    "The settings of a `fit` run that are not tensors or callables: the one place where each is defined and documented."
+    def __init__(self,
+                 iters:int=1000, # total optimizer steps (a resumed run continues up to this number)
+                 batch_size:int|None=64, # global batch size (divided over DDP ranks); None: the DataLoader's
+                 lr:float=2e-4, # peak learning rate
+                 optimizer:str='adam', # 'adam' or 'adamw'
+                 weight_decay:float=0., # (decoupled for 'adamw') weight decay
+                 betas:tuple=(0.9, 0.999), # Adam betas
+                 warmup:int=0, # steps of linear learning-rate warm-up
+                 grad_clip:float|None=1.0, # clip the global gradient norm to this (None: no clipping)
+                 ema_decay:float|None=0.999, # per-step EMA decay
+                 ema_halflife:float|None=None, # EMA half-life in images (EDM style); overrides `ema_decay`
+                 ema_rampup:float|None=None, # EDM's EMA ramp: half-life at most this share of the images seen (EDM: 0.05)
+                 amp:str|None=None, # None, 'bf16' (CPU or GPU) or 'fp16' (GPU, with a gradient scaler)
+                 time_sampling:str='auto', # 'mixed', 'stage' (one stage per step), 'rank' (one stage per DDP rank) or 'auto'
+                 stage_choice:str='auto', # for 'stage': 'uniform' over stages or by probability 'mass'; 'auto' (see above)
+                 seed:int=0, # seeds the data order, times, noise and dropout (global RNGs are restored after `fit`)
+                 ckpt_dir:str|Path|None=None, # where checkpoints and the log go (None: neither is written)
+                 ckpt_every:int|None=None, # steps between checkpoints (a checkpoint is always written at the end)
+                 keep:int=2, # how many newest checkpoints to keep
+                 resume:bool|str|Path=False, # True: continue from the newest valid checkpoint in `ckpt_dir`; a path: that file
+                 log_every:int=50, # steps between log records
+                 progress:bool=True, # show a progress bar (rank 0)
+                 num_workers:int|None=None, # DataLoader workers for a Dataset (None: the DataLoader's, else 0)
+                 find_unused_parameters:bool|None=None, # DDP setting; None: True for models with several stages
+                ): store_attr()
+
+    @classmethod
+    def defaults(cls) -> dict: # setting -> its default
+        "Every setting with its default, read from the signature above (the only place they are written)."
+        return {k: p.default for k, p in inspect.signature(cls.__init__).parameters.items() if k != 'self'}
+    def as_dict(self) -> dict: return {k: getattr(self, k) for k in self.defaults()}
+    def __repr__(self): return f"TrainConfig({', '.join(f'{k}={v!r}' for k, v in self.as_dict().items())})"
 
     def check(self, device:torch.device):
         "Raise a `ValueError` naming the first setting that cannot work (on `device`)."
@@ -741,42 +750,32 @@ def train_loop(run:Run, # a run from `prepare_run`
     return FitResult(st.model, st.ema.model, st.history, st.step, start, st.checkpoint, run.files.log_path, run.config)
 
 # %% ../nbs/08_train.ipynb #f0895648
+def _takes_settings(cls):
+    "Show the settings of `cls.__init__` as keyword-only parameters of `func(..., **settings)`, with their docments."
+    def deco(func):
+        sig = inspect.signature(func)
+        own = [q for q in sig.parameters.values() if q.kind != q.VAR_KEYWORD]
+        extra = [q.replace(kind=q.KEYWORD_ONLY) for k, q in inspect.signature(cls.__init__).parameters.items() if k != 'self']
+        func.__signature__, func.__delwrap__ = sig.replace(parameters=own + extra), cls.__init__  # as fastcore's `delegates`
+        return func
+    return deco
+
+@_takes_settings(TrainConfig)
 def fit(model:nn.Module, # any denoiser model(x_t, t) -> eps; a multistage model exposes `.intervals`
         data:Tensor|Dataset|DataLoader, # training images (N,C,H,W) in [-1,1], a Dataset of them, or a DataLoader
         schedule:Schedule, # the noise schedule of Eq. 1
-        iters:int=1000, # total optimizer steps (a resumed run continues up to this number)
-        batch_size:int|None=64, # global batch size (divided over DDP ranks); None: the DataLoader's
-        lr:float=2e-4, # peak learning rate
-        optimizer:str='adam', # 'adam' or 'adamw'
-        weight_decay:float=0., # (decoupled for 'adamw') weight decay
-        betas:tuple=(0.9, 0.999), # Adam betas
-        warmup:int=0, # steps of linear learning-rate warm-up
-        grad_clip:float|None=1.0, # clip the global gradient norm to this (None: no clipping)
-        ema_decay:float|None=0.999, # per-step EMA decay
-        ema_halflife:float|None=None, # EMA half-life in images (EDM style); overrides `ema_decay`
-        ema_rampup:float|None=None, # EDM's EMA ramp: half-life at most this share of the images seen (EDM: 0.05)
-        amp:str|None=None, # None, 'bf16' (CPU or GPU) or 'fp16' (GPU, with a gradient scaler)
         time_sampler:TimeSampler|None=None, # the loss's time distribution (default: log-normal for EDM, else U[t_min,1)
-        time_sampling:str='auto', # 'mixed', 'stage' (one stage per step), 'rank' (one stage per DDP rank) or 'auto'
-        stage_choice:str='auto', # for 'stage': 'uniform' over stages or by probability 'mass'; 'auto' (see above)
         weight:Callable|None=None, # omega(t) of Eq. 2; default 1, or EDM's weight for an `EDMPrecond` model
         intervals:Intervals|None=None, # stages for the per-stage log when the model has none
         device=None, # where to train (default: the model's device; cuda:LOCAL_RANK under torchrun with GPUs)
-        seed:int=0, # seeds the data order, times, noise and dropout (global RNGs are restored after `fit`)
-        ckpt_dir:str|Path|None=None, # where checkpoints and the log go (None: neither is written)
-        ckpt_every:int|None=None, # steps between checkpoints (a checkpoint is always written at the end)
-        keep:int=2, # how many newest checkpoints to keep
-        resume:bool|str|Path=False, # True: continue from the newest valid checkpoint in `ckpt_dir`; a path: that file
-        log_every:int=50, # steps between log records
-        progress:bool=True, # show a progress bar (rank 0)
-        num_workers:int|None=None, # DataLoader workers for a Dataset (None: the DataLoader's, else 0)
-        find_unused_parameters:bool|None=None, # DDP setting; None: True for models with several stages
         config:dict|None=None, # the caller's configuration (preset, arch, ...), stored and checked on resume
         callback:Callable[[dict], None]|None=None, # called after every step with {'step', 'loss', 'checkpoint', 'model'}
+        **settings, # any `TrainConfig` setting (iters, batch_size, lr, ...), listed below with its default
        ) -> FitResult:
     "Train a denoiser on the eps-prediction loss (Eq. 2) with EMA, checkpoints, exact resume and optional DDP."
-    args = locals()
-    cfg = TrainConfig(**{f.name: args[f.name] for f in fields(TrainConfig)})
+    unknown = set(settings) - set(TrainConfig.defaults())
+    if unknown: raise TypeError(f"fit got unknown settings {sorted(unknown)}; see `TrainConfig` for the ones there are")
+    cfg = TrainConfig(**settings)
     where, created_group = _setup_distributed(_default_device(device, model))
     try:
         lock = folder_lock(cfg.ckpt_dir) if cfg.ckpt_dir is not None and where.rank == 0 else nullcontext()

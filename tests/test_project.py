@@ -62,3 +62,41 @@ def test_readme_python_block_runs_as_written():
     finally: torch.set_num_threads(threads)
     from IPython.lib.pretty import pretty
     assert _rounded(pretty(value)) == _rounded(shown), f'the README shows\n{shown}\nbut the block gives\n{pretty(value)}'
+
+
+def _literal_defaults(obj) -> dict:
+    "Parameter (or dataclass field) -> whether its default is written as a literal, read from the source of `obj`."
+    import ast, inspect, textwrap
+    node = ast.parse(textwrap.dedent(inspect.getsource(obj))).body[0]
+    is_literal = lambda d: isinstance(d, (ast.Constant, ast.Tuple, ast.UnaryOp)) and all(
+        isinstance(n, (ast.Constant, ast.Tuple, ast.UnaryOp, ast.USub, ast.Load)) for n in ast.walk(d))
+    if isinstance(node, ast.ClassDef):
+        return {s.target.id: is_literal(s.value) for s in node.body if isinstance(s, ast.AnnAssign) and s.value is not None}
+    a = node.args
+    pos = a.posonlyargs + a.args
+    out = {p.arg: is_literal(d) for p, d in zip(pos[len(pos) - len(a.defaults):], a.defaults)}
+    out |= {p.arg: is_literal(d) for p, d in zip(a.kwonlyargs, a.kw_defaults) if d is not None}
+    return out
+
+
+def test_each_training_setting_is_defined_once():
+    """Every default of a training setting is written once: in `TrainConfig` (fit's settings) or `MainJob` (the main job's);
+    fit, msd_train, msd_main and the experiment harness refer to those, or to one named table of their own defaults."""
+    from dataclasses import fields
+    from multistage_nbdev import train, cli, experiment, pipeline
+    training = set(train.TrainConfig.defaults())
+    job = {f.name for f in fields(pipeline.MainJob)}
+    own = {'MainJob': {'iters', 'time_sampling'},  # the main job's own length and recipe, not fit's defaults
+           'train_cli': {'resume'}}                # a command-line flag
+    takers = [(cli.train_cli, training), (experiment.Recipe, training), (pipeline.MainJob, training), (cli.main_cli, job)]
+    for obj, names in takers:
+        written = {k for k, lit in _literal_defaults(obj).items() if lit and k in names} - own.get(obj.__name__, set())
+        assert not written, f'{obj.__name__} writes its own default for {sorted(written)}: refer to the one definition'
+    import inspect
+    fit_own = [p for p in inspect.signature(train.fit).parameters.values() if p.kind != p.KEYWORD_ONLY]
+    assert not {p.name for p in fit_own} & training, 'fit defines a setting of TrainConfig itself'
+    assert {k: p.default for k, p in inspect.signature(train.fit).parameters.items() if p.kind == p.KEYWORD_ONLY} \
+        == train.TrainConfig.defaults()
+    # and the check can fail: a literal default is found
+    def demo(lr:float=2e-4, batch_size:int=experiment.HARNESS['batch_size']): pass
+    assert _literal_defaults(demo) == {'lr': True, 'batch_size': False}

@@ -22,11 +22,9 @@ from .losses import TimeSampler, UniformTime, LogNormalSigma, EDMPrecond, eps_lo
 from .persist import atomic_torch_save, atomic_write, folder_lock
 
 # %% auto #0
-__all__ = ['CKPT_FORMAT', 'TIME_SAMPLING', 'STAGE_CHOICE', 'collate_images', 'TrainData', 'ema_beta', 'EMA', 'CheckpointError',
-           'TrainingDiverged', 'checkpoint_path', 'list_checkpoints', 'newest_checkpoint', 'read_checkpoint',
-           'check_compatible', 'resolve_time_sampling', 'pick_stage', 'read_log', 'plot_losses', 'FitResult',
-           'Placement', 'checked_device', 'TrainConfig', 'StepTimes', 'LossWindow', 'adam_kernel', 'TrainState',
-           'train_step', 'RunFiles', 'model_fingerprint', 'Run', 'prepare_run', 'train_loop', 'fit']
+__all__ = ['CKPT_FORMAT', 'TIME_SAMPLING', 'STAGE_CHOICE', 'ema_beta', 'EMA', 'CheckpointError', 'TrainingDiverged',
+           'checkpoint_path', 'list_checkpoints', 'newest_checkpoint', 'read_checkpoint', 'read_log', 'plot_losses',
+           'FitResult', 'checked_device', 'TrainConfig', 'fit']
 
 # %% ../nbs/08_train.ipynb #d16a8cd3
 def _mix(*parts) -> int:
@@ -36,7 +34,7 @@ def _mix(*parts) -> int:
 def _image_of(item):
     return item[0] if isinstance(item, (tuple, list)) else item
 
-def collate_images(items:list, # dataset items: image tensors (C,H,W) or (image, ...) tuples
+def _collate_images(items:list, # dataset items: image tensors (C,H,W) or (image, ...) tuples
                   ) -> Tensor: # (B,C,H,W)
     "Stack the images of dataset items (tensors or `(image, ...)` tuples), with a clear error for mixed sizes."
     imgs = [_image_of(it) for it in items]
@@ -49,7 +47,7 @@ def collate_images(items:list, # dataset items: image tensors (C,H,W) or (image,
     return torch.stack(imgs)
 
 # %% ../nbs/08_train.ipynb #c8f65970
-class TrainData:
+class _TrainData:
     "Training images and the deterministic, step-indexed batch order of `fit`."
     def __init__(self,
                  data:Tensor|Dataset|DataLoader, # (N,C,H,W) images, a Dataset of images or (image, ...), a DataLoader
@@ -80,7 +78,7 @@ class TrainData:
         self.data, self.n, self.batch_size, self.seed = data, n, batch_size, int(seed)
         self.rank, self.world_size = rank, world_size
         self.num_workers, self._perm = int(num_workers or 0), (None, None)
-        self.item_shape = tuple((data[0] if isinstance(data, Tensor) else collate_images([data[0]])[0]).shape)
+        self.item_shape = tuple((data[0] if isinstance(data, Tensor) else _collate_images([data[0]])[0]).shape)
 
     @property
     def local_batch(self) -> int: return self.batch_size // self.world_size
@@ -101,10 +99,10 @@ class TrainData:
         if isinstance(self.data, Tensor):
             for k in range(start, stop): yield k, self.data[self.indices(k)]
         elif self.num_workers == 0:
-            for k in range(start, stop): yield k, collate_images([self.data[i] for i in self.indices(k).tolist()])
+            for k in range(start, stop): yield k, _collate_images([self.data[i] for i in self.indices(k).tolist()])
         else:
             sampler = [self.indices(k).tolist() for k in range(start, stop)]
-            dl = DataLoader(self.data, batch_sampler=sampler, num_workers=self.num_workers, collate_fn=collate_images)
+            dl = DataLoader(self.data, batch_sampler=sampler, num_workers=self.num_workers, collate_fn=_collate_images)
             yield from zip(range(start, stop), dl)
 
 # %% ../nbs/08_train.ipynb #fbdabd7a
@@ -200,7 +198,7 @@ def _config_diff(saved:dict, now:dict) -> list:
     return [f"{k}: {saved.get(k)!r} in the checkpoint vs {now.get(k)!r} now"
             for k in keys if saved.get(k) != now.get(k)]
 
-def check_compatible(ck:dict, # a checkpoint read by `read_checkpoint`
+def _check_compatible(ck:dict, # a checkpoint read by `read_checkpoint`
                      identity:dict, # the settings of the run that wants to resume
                      path:str|Path, # the checkpoint's file, named in the error
                     ):
@@ -222,7 +220,7 @@ def _set_numpy_state(s:dict): np.random.set_state(('MT19937', s['keys'].numpy().
 TIME_SAMPLING = ('auto', 'mixed', 'stage', 'rank')
 STAGE_CHOICE = ('auto', 'uniform', 'mass')
 
-def resolve_time_sampling(time_sampling:str, # one of TIME_SAMPLING
+def _resolve_time_sampling(time_sampling:str, # one of TIME_SAMPLING
                           stage_choice:str, # one of STAGE_CHOICE
                           n_model_stages:int, # the model's own number of stages (1 for a unified model)
                           sampler:TimeSampler, # the loss's time distribution
@@ -236,7 +234,7 @@ def resolve_time_sampling(time_sampling:str, # one of TIME_SAMPLING
     if stage_choice == 'auto': stage_choice = 'mass' if isinstance(sampler, LogNormalSigma) else 'uniform'
     return time_sampling, stage_choice
 
-def pick_stage(step:int, # global step
+def _pick_stage(step:int, # global step
                mode:str, # 'stage' or 'rank'
                choice:str, # 'uniform' or 'mass'
                masses:list, # stage probabilities under the time distribution
@@ -293,7 +291,7 @@ class FitResult:
 
 # %% ../nbs/08_train.ipynb #433e9959
 @dataclass(frozen=True)
-class Placement:
+class _Placement:
     "Where a run executes: its device and, under `torchrun`, this process's rank among `world` processes."
     device: torch.device # where the model and the batches live
     rank: int = 0 # this process's rank
@@ -324,12 +322,12 @@ def _default_device(device, model:nn.Module) -> torch.device:
         return torch.device('cuda', int(os.environ.get('LOCAL_RANK', '0')))
     return next(model.parameters()).device
 
-def _setup_distributed(device:torch.device) -> tuple[Placement, bool]: # (placement, whether we created the group)
+def _setup_distributed(device:torch.device) -> tuple[_Placement, bool]: # (placement, whether we created the group)
     if dist.is_available() and dist.is_initialized():
-        return Placement(device, dist.get_rank(), dist.get_world_size()), False
-    if int(os.environ.get('WORLD_SIZE', '1')) <= 1: return Placement(device), False
+        return _Placement(device, dist.get_rank(), dist.get_world_size()), False
+    if int(os.environ.get('WORLD_SIZE', '1')) <= 1: return _Placement(device), False
     dist.init_process_group('nccl' if device.type == 'cuda' else 'gloo')
-    return Placement(device, dist.get_rank(), dist.get_world_size()), True
+    return _Placement(device, dist.get_rank(), dist.get_world_size()), True
 
 def _all_reduce(x:Tensor, world_size:int) -> Tensor:
     if world_size > 1: dist.all_reduce(x)
@@ -396,11 +394,11 @@ class TrainConfig:
         return self.lr * min(1., (step + 1) / self.warmup) if self.warmup else self.lr
 
 # %% ../nbs/08_train.ipynb #91eef7a0
-class StepTimes:
+class _StepTimes:
     "How every step draws its times: from the full distribution ('mixed') or from one stage ('stage', 'rank')."
     def __init__(self,
                  sampler:TimeSampler, # the loss's time distribution
-                 mode:str, # 'mixed', 'stage' or 'rank' (resolved, see `resolve_time_sampling`)
+                 mode:str, # 'mixed', 'stage' or 'rank' (resolved, see `_resolve_time_sampling`)
                  choice:str, # 'uniform' or 'mass'
                  stages:Intervals, # the stages (the model's own, or those given for the log)
                  pass_stage:bool, # whether to tell the model the step's stage (`model(x, t, stage=k)`)
@@ -413,17 +411,17 @@ class StepTimes:
              batch_size:int, # global batch size: the times of all ranks come from one stream
              gen:torch.Generator, # the time and noise stream (same on every rank)
              stage_gen:torch.Generator, # the stage stream (same on every rank)
-             where:Placement, # this process; it keeps its own slice of the global batch
+             where:_Placement, # this process; it keeps its own slice of the global batch
             ) -> tuple[Tensor, dict]: # this rank's times (B/W,) and the model's extra keyword arguments
         "This rank's times of `step`, and `{'stage': k}` when the model is told the stage."
         mine = where.share(batch_size)
         if self.mode == 'mixed': return self.sampler(batch_size, gen, where.device)[mine], {}
-        k = pick_stage(step, self.mode, self.choice, self.masses, stage_gen, where.rank, where.world)
+        k = _pick_stage(step, self.mode, self.choice, self.masses, stage_gen, where.rank, where.world)
         t = self.sampler(batch_size, gen, where.device, lo=self.edges[k], hi=self.edges[k + 1])[mine]
         return t, ({'stage': k} if self.pass_stage else {})
 
 # %% ../nbs/08_train.ipynb #8e37182a
-class LossWindow:
+class _LossWindow:
     "Sums of the loss, overall and per stage, since the last log record."
     def __init__(self, n_stages:int): # number of stages of the log
         self.n_stages = n_stages; self.reset()
@@ -460,33 +458,33 @@ class LossWindow:
 # %% ../nbs/08_train.ipynb #b8c9d0e1
 _FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
-def adam_kernel(model:nn.Module, # the model whose parameters the optimizer updates
+def _adam_kernel(model:nn.Module, # the model whose parameters the optimizer updates
                ) -> dict: # {'fused': True, 'foreach': False} or the reverse, keywords of torch.optim.Adam/AdamW
     "The fused Adam kernel where PyTorch has one for every parameter (float tensors on CPU or CUDA), else `foreach`."
     ok = all(p.device.type in ('cpu', 'cuda') and p.dtype in _FUSED_DTYPES for p in model.parameters())
     return {'fused': True, 'foreach': False} if ok else {'foreach': True, 'fused': False}
 
 # %% ../nbs/08_train.ipynb #d8ded0d0
-class TrainState:
+class _TrainState:
     "Everything a run changes as it trains: weights, EMA, optimizer, AMP scaler, random streams, step, log history."
     def __init__(self,
                  model:nn.Module, # the model being trained (unwrapped), already on its device
                  cfg:TrainConfig, # the run's settings
                  batch_size:int, # global batch size (for the EMA half-life)
                  n_stages:int, # stages of the per-stage log
-                 where:Placement, # this process
+                 where:_Placement, # this process
                 ):
         self.model, self.ema = model.to(where.device).train(), EMA(model, cfg.ema_decay, cfg.ema_halflife,
                                                                    batch_size, cfg.ema_rampup)
         self.ema.model.to(where.device)
         Opt = torch.optim.AdamW if cfg.optimizer == 'adamw' else torch.optim.Adam
         self.opt = Opt(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay,
-                       **adam_kernel(model))
+                       **_adam_kernel(model))
         self.scaler = torch.amp.GradScaler('cuda') if cfg.amp == 'fp16' else None
         self.gen = torch.Generator(where.device).manual_seed(_mix(cfg.seed, 'noise'))  # same stream on every rank
         self.stage_gen = torch.Generator().manual_seed(_mix(cfg.seed, 'stage'))
         torch.manual_seed(_mix(cfg.seed, 'torch', where.rank))  # dropout; inside fit's fork_rng, restored afterwards
-        self.step, self.history, self.window, self.where, self.checkpoint = 0, [], LossWindow(n_stages), where, None
+        self.step, self.history, self.window, self.where, self.checkpoint = 0, [], _LossWindow(n_stages), where, None
 
     def rng_state(self) -> dict:
         "This rank's random streams: torch's global one (dropout), the noise and stage generators, CUDA's."
@@ -499,7 +497,7 @@ class TrainState:
         if 'cuda' in s and self.where.is_cuda: torch.cuda.set_rng_state(s['cuda'], self.where.device)
 
     def state_dict(self) -> dict:
-        "The checkpoint entries of this state, except the random streams (gathered over ranks by `RunFiles.save`)."
+        "The checkpoint entries of this state, except the random streams (gathered over ranks by `_RunFiles.save`)."
         s = dict(step=self.step, model=self.model.state_dict(), ema=self.ema.model.state_dict(),
                  optimizer=self.opt.state_dict(), history=self.history, window=self.window.state_dict())
         if self.scaler is not None: s['scaler'] = self.scaler.state_dict()
@@ -509,7 +507,7 @@ class TrainState:
         "Continue from checkpoint `ck` exactly: weights, optimizer, this rank's random streams, step, log and window."
         self.model.load_state_dict(ck['model']); self.ema.model.load_state_dict(ck['ema'])
         self.opt.load_state_dict(ck['optimizer'])
-        for g in self.opt.param_groups: g.update(adam_kernel(self.model))  # older checkpoints hold other kernels
+        for g in self.opt.param_groups: g.update(_adam_kernel(self.model))  # older checkpoints hold other kernels
         if self.scaler is not None and 'scaler' in ck: self.scaler.load_state_dict(ck['scaler'])
         self.set_rng_state(ck['rng']['ranks'][self.where.rank])
         if self.where.rank == 0: _set_numpy_state(ck['rng']['numpy']); random.setstate(ck['rng']['python'])
@@ -523,7 +521,7 @@ def _autocast(amp:str|None, device:torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16 if amp == 'bf16' else torch.float16)
 
 # %% ../nbs/08_train.ipynb #64adbf30
-def train_step(state:TrainState, # weights, EMA, optimizer and scaler to update
+def _train_step(state:_TrainState, # weights, EMA, optimizer and scaler to update
                net:nn.Module, # the model to call: `state.model`, or its DDP wrapper
                x0:Tensor, # this rank's clean images, (B/W,C,H,W)
                t:Tensor, # their times, (B/W,)
@@ -558,13 +556,13 @@ def train_step(state:TrainState, # weights, EMA, optimizer and scaler to update
     return mean_loss, per_sample.detach()
 
 # %% ../nbs/08_train.ipynb #1b059e21
-class RunFiles:
+class _RunFiles:
     "A run's folder: the JSONL log and the checkpoints, written by rank 0 (all ranks gather their random states)."
     def __init__(self,
                  ckpt_dir:str|Path|None, # the folder (None: nothing is written)
                  keep:int, # how many newest checkpoints to keep
                  meta:dict, # what every checkpoint records besides the state: intervals, config, identity
-                 where:Placement, # this process
+                 where:_Placement, # this process
                 ):
         self.dir = Path(ckpt_dir) if ckpt_dir is not None else None
         self.keep, self.meta, self.where = keep, meta, where
@@ -579,7 +577,7 @@ class RunFiles:
         if self.writes:
             with open(self.log_path, 'a') as f: f.write(json.dumps(record) + '\n')
 
-    def save(self, state:TrainState):
+    def save(self, state:_TrainState):
         "Write the checkpoint of `state.step` atomically and drop the oldest beyond `keep`; a collective under DDP."
         if self.dir is None: return
         own, states = state.rng_state(), [None] * self.where.world
@@ -599,7 +597,7 @@ def _accepts_stage(model) -> bool:
     try: return 'stage' in inspect.signature(inner.forward).parameters
     except (TypeError, ValueError): return False
 
-def model_fingerprint(model:nn.Module, # any module
+def _model_fingerprint(model:nn.Module, # any module
                      ) -> str:
     "Class name and a hash of parameter/buffer names and shapes: equal for models of the same architecture."
     sig = [(k, tuple(v.shape)) for k, v in model.state_dict().items()]
@@ -624,21 +622,21 @@ def _stage_intervals(model, intervals) -> Intervals:
 
 # %% ../nbs/08_train.ipynb #e91ce7a8
 @dataclass
-class Run:
-    "A checked, ready training run: what `train_loop` needs (restored from a checkpoint when resuming)."
-    state: TrainState # weights, EMA, optimizer, random streams, step, history
-    data: TrainData # the images and their step-indexed order
-    times: StepTimes # how each step draws its times
+class _Run:
+    "A checked, ready training run: what `_train_loop` needs (restored from a checkpoint when resuming)."
+    state: _TrainState # weights, EMA, optimizer, random streams, step, history
+    data: _TrainData # the images and their step-indexed order
+    times: _StepTimes # how each step draws its times
     schedule: Schedule # the forward process of Eq. 1
     weight: Callable|None # omega(t) of Eq. 2
     cfg: TrainConfig # the settings
-    files: RunFiles # log and checkpoints
+    files: _RunFiles # log and checkpoints
     config: dict # the full configuration, as recorded in checkpoints and `FitResult.config`
 
-def _identity(model, schedule, times:StepTimes, weight, td:TrainData, cfg:TrainConfig, where:Placement, config) -> dict:
+def _identity(model, schedule, times:_StepTimes, weight, td:_TrainData, cfg:TrainConfig, where:_Placement, config) -> dict:
     "What a checkpoint must share with a run that resumes it."
     return _jsonable(dict(
-        model=model_fingerprint(model), model_config=getattr(model, 'config', None),
+        model=_model_fingerprint(model), model_config=getattr(model, 'config', None),
         intervals=list(times.stages.boundaries),
         schedule=schedule, time_sampler=times.sampler, time_sampling=times.mode, stage_choice=times.choice,
         weight=getattr(weight, '__qualname__', weight), batch_size=td.batch_size, item_shape=td.item_shape,
@@ -649,18 +647,18 @@ def _identity(model, schedule, times:StepTimes, weight, td:TrainData, cfg:TrainC
         ema_rampup=None if cfg.ema_rampup is None else dict(ratio=cfg.ema_rampup, halflife=cfg.ema_halflife),
         seed=cfg.seed, world_size=where.world, user=config))
 
-def _time_plan(model, schedule, time_sampler, cfg:TrainConfig, stages:Intervals, where:Placement) -> StepTimes:
+def _time_plan(model, schedule, time_sampler, cfg:TrainConfig, stages:Intervals, where:_Placement) -> _StepTimes:
     n_model_stages = getattr(model, 'n_stages', 1)
     if time_sampler is None:
         time_sampler = LogNormalSigma(schedule) if isinstance(schedule, EDMSchedule) else UniformTime(schedule.t_min)
-    mode, choice = resolve_time_sampling(cfg.time_sampling, cfg.stage_choice, n_model_stages, time_sampler)
+    mode, choice = _resolve_time_sampling(cfg.time_sampling, cfg.stage_choice, n_model_stages, time_sampler)
     if mode == 'rank' and where.world % stages.n_stages and where.rank == 0:
         warnings.warn(f"time_sampling='rank' with {where.world} processes and {stages.n_stages} stages: "
                       "stages rotate over ranks step by step")
-    return StepTimes(time_sampler, mode, choice, stages, _accepts_stage(model) and n_model_stages > 1)
+    return _StepTimes(time_sampler, mode, choice, stages, _accepts_stage(model) and n_model_stages > 1)
 
 # %% ../nbs/08_train.ipynb #4409e1a5
-def prepare_run(model:nn.Module, # the denoiser to train
+def _prepare_run(model:nn.Module, # the denoiser to train
                 data:Tensor|Dataset|DataLoader, # the training images
                 schedule:Schedule, # the forward process
                 cfg:TrainConfig, # the settings
@@ -668,8 +666,8 @@ def prepare_run(model:nn.Module, # the denoiser to train
                 weight:Callable|None, # omega(t) of Eq. 2 (None: 1, or EDM's weight for an `EDMPrecond`)
                 intervals:Intervals|None, # stages of the log when the model has none
                 config:dict|None, # the caller's configuration, part of the identity
-                where:Placement, # this process
-               ) -> Run:
+                where:_Placement, # this process
+               ) -> _Run:
     "Check every setting and the checkpoint to resume before anything is written; build the state and restore it."
     cfg.check(where.device)
     if not isinstance(schedule, Schedule):
@@ -677,7 +675,7 @@ def prepare_run(model:nn.Module, # the denoiser to train
     stages = _stage_intervals(model, intervals)
     times = _time_plan(model, schedule, time_sampler, cfg, stages, where)
     if weight is None and isinstance(model, EDMPrecond): weight = model.eps_weight
-    td = TrainData(data, cfg.batch_size, cfg.seed, where.rank, where.world, cfg.num_workers)
+    td = _TrainData(data, cfg.batch_size, cfg.seed, where.rank, where.world, cfg.num_workers)
     _check_image_shape(model, td.item_shape)
     identity = _identity(model, schedule, times, weight, td, cfg, where, config)
     full = {**identity, **_jsonable(dict(iters=cfg.iters, ckpt_every=cfg.ckpt_every, log_every=cfg.log_every,
@@ -687,22 +685,22 @@ def prepare_run(model:nn.Module, # the denoiser to train
         raise ValueError(f"`ckpt_dir` {str(cfg.ckpt_dir)!r} already holds checkpoints "
                          f"(newest {list_checkpoints(cfg.ckpt_dir)[0].name}); "
                          "continue that run with resume=True (msd_train: --resume), or choose another folder")
-    state = TrainState(model, cfg, td.batch_size, stages.n_stages, where)
+    state = _TrainState(model, cfg, td.batch_size, stages.n_stages, where)
     if ck is not None: state.load_state_dict(ck); state.checkpoint = ck_path
-    files = RunFiles(cfg.ckpt_dir, cfg.keep, dict(intervals=stages.to_dict(), config=full, identity=identity), where)
+    files = _RunFiles(cfg.ckpt_dir, cfg.keep, dict(intervals=stages.to_dict(), config=full, identity=identity), where)
     files.start_log(state.history)
-    return Run(state, td, times, schedule, weight, cfg, files, full)
+    return _Run(state, td, times, schedule, weight, cfg, files, full)
 
 
 def _find_resume(resume, ckpt_dir, identity) -> tuple:
     "The validated checkpoint to resume from (or None): a given path, or the newest readable one in `ckpt_dir`."
     if resume is False or resume is None: return None, None
     if resume is not True:
-        ck = read_checkpoint(resume); check_compatible(ck, identity, resume)
+        ck = read_checkpoint(resume); _check_compatible(ck, identity, resume)
         return ck, Path(resume)
     if ckpt_dir is None: raise ValueError("`resume=True` needs a `ckpt_dir` to look for checkpoints in")
     ck, p = newest_checkpoint(ckpt_dir)
-    if ck is not None: check_compatible(ck, identity, p)
+    if ck is not None: _check_compatible(ck, identity, p)
     return ck, p
 
 def _check_image_shape(model:nn.Module, item_shape:tuple):
@@ -715,17 +713,17 @@ def _check_image_shape(model:nn.Module, item_shape:tuple):
                          f"{'x'.join(map(str, item_shape))}; build it for the data (img_size, in_ch) or resize the data")
 
 # %% ../nbs/08_train.ipynb #a71fff2c
-def _ddp(model:nn.Module, find_unused:bool|None, where:Placement) -> nn.Module:
+def _ddp(model:nn.Module, find_unused:bool|None, where:_Placement) -> nn.Module:
     "The model wrapped in DistributedDataParallel under several processes (itself otherwise)."
     if where.world == 1: return model
     fu = getattr(model, 'n_stages', 1) > 1 if find_unused is None else find_unused
     return nn.parallel.DistributedDataParallel(model, device_ids=[where.device] if where.is_cuda else None,
                                                find_unused_parameters=fu)
 
-def train_loop(run:Run, # a run from `prepare_run`
+def _train_loop(run:_Run, # a run from `_prepare_run`
                callback:Callable[[dict], None]|None=None, # called after every step with {'step', 'loss', 'checkpoint', 'model'}
               ) -> FitResult:
-    "Train from `run.state.step` to `cfg.iters`: times and noise, one `train_step`, then the log and checkpoints."
+    "Train from `run.state.step` to `cfg.iters`: times and noise, one `_train_step`, then the log and checkpoints."
     st, cfg, times, where, B = run.state, run.cfg, run.times, run.state.where, run.data.batch_size
     start = st.step
     net = _ddp(st.model, cfg.find_unused_parameters, where)
@@ -737,7 +735,7 @@ def train_loop(run:Run, # a run from `prepare_run`
             t, model_kw = times.draw(step, B, st.gen, st.stage_gen, where)
             noise = torch.randn((B, *x0.shape[1:]), generator=st.gen, device=where.device,
                                 dtype=x0.dtype)[where.share(B)]
-            loss, per_sample = train_step(st, net, x0, t, noise, run.schedule, run.weight, cfg, model_kw)
+            loss, per_sample = _train_step(st, net, x0, t, noise, run.schedule, run.weight, cfg, model_kw)
             st.window.add(loss, times.stages.stage_of(t.double()).cpu(), per_sample)
             st.step = step + 1
             bar.update(1); bar.set_postfix(loss=f'{loss:.4f}', refresh=False)
@@ -780,7 +778,7 @@ def fit(model:nn.Module, # any denoiser model(x_t, t) -> eps; a multistage model
     try:
         lock = folder_lock(cfg.ckpt_dir) if cfg.ckpt_dir is not None and where.rank == 0 else nullcontext()
         with lock, torch.random.fork_rng(devices=[where.device] if where.is_cuda else []):
-            run = prepare_run(model, data, schedule, cfg, time_sampler, weight, intervals, config, where)
-            return train_loop(run, callback)
+            run = _prepare_run(model, data, schedule, cfg, time_sampler, weight, intervals, config, where)
+            return _train_loop(run, callback)
     finally:
         if created_group: dist.destroy_process_group()

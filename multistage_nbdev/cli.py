@@ -16,11 +16,10 @@ from .train import fit, newest_checkpoint, CheckpointError, TrainingDiverged, Tr
 from .pipeline import run_main, comparison_table, sample_checkpoint, evaluate_samples, MainJob
 
 # %% auto #0
-__all__ = ['TRAIN', 'TRAIN_CLI', 'JOB', 'make_schedule', 'parse_overrides', 'load_images', 'choose_intervals', 'train_cli',
-           'cluster_cli', 'main_cli', 'sample_cli', 'evaluate_cli', 'convert_inception_cli']
+__all__ = ['parse_overrides', 'train_cli', 'cluster_cli', 'main_cli', 'sample_cli', 'evaluate_cli', 'convert_inception_cli']
 
 # %% ../nbs/16_cli.ipynb #80e014ae
-def make_schedule(name:str, # 'vp-linear', 'vp-cosine' or 'edm'
+def _make_schedule(name:str, # 'vp-linear', 'vp-cosine' or 'edm'
                  ) -> Schedule:
     "A schedule from its command-line name (`multistage_nbdev.schedules.SCHEDULES`)."
     try: return get_schedule(name)
@@ -37,7 +36,7 @@ def parse_overrides(pairs:list|None, # KEY=VALUE strings from the command line (
         except (ValueError, SyntaxError): out[k.strip()] = v.strip()
     return out
 
-def load_images(dataset:str, # dataset name, or the path of an image folder (PATH/train/<class>/...)
+def _load_images(dataset:str, # dataset name, or the path of an image folder (PATH/train/<class>/...)
                 root:str|None, # folder of mnist/fashionmnist/cifar10 files (fashionmnist: Debian's by default)
                 size:int, # output height and width
                 channels:int, # output channels
@@ -54,7 +53,7 @@ def load_images(dataset:str, # dataset name, or the path of an image folder (PAT
     return ds
 
 # %% ../nbs/16_cli.ipynb #cd0b8d52
-def choose_intervals(intervals_file:str|None, # --intervals: a JSON file written by `Intervals.to_json`
+def _choose_intervals(intervals_file:str|None, # --intervals: a JSON file written by `Intervals.to_json`
                      cluster:bool, # --cluster: run Algorithm 1 on the training images
                      resume:bool, # --resume: take the intervals of the checkpoint being resumed
                      ckpt_dir:Path, # the run's checkpoint folder
@@ -93,8 +92,8 @@ def choose_intervals(intervals_file:str|None, # --intervals: a JSON file written
     return None
 
 # %% ../nbs/16_cli.ipynb #30f873b2
-TRAIN = TrainConfig.defaults()  # the training settings and their defaults, defined once in `train.TrainConfig`
-TRAIN_CLI = dict(warmup=100, ckpt_dir='runs/train', ckpt_every=500, num_workers=0)  # msd_train warms up and writes a run folder
+_TRAIN = TrainConfig.defaults()  # the training settings and their defaults, defined once in `train.TrainConfig`
+_TRAIN_CLI = dict(warmup=100, ckpt_dir='runs/train', ckpt_every=500, num_workers=0)  # msd_train warms up and writes a run folder
 
 @console_command('msd_train')
 def train_cli(preset:str='small', # model configuration: small, tiny, cifar10 or ldm (see multistage.PRESETS)
@@ -107,26 +106,26 @@ def train_cli(preset:str='small', # model configuration: small, tiny, cifar10 or
               intervals:str=None, # intervals JSON (as msd_cluster writes); default: the preset's (paper's) intervals
               cluster:store_true=False, # compute the intervals with Algorithm 1 on the training images first
               cluster_k:int=2000, # Algorithm 1: number of sampled (image, noise, time) triples
-              iters:int=TRAIN['iters'], # total training steps (a resumed run continues up to this number)
-              batch_size:int=TRAIN['batch_size'], # global batch size
-              lr:float=TRAIN['lr'], # peak learning rate
-              warmup:int=TRAIN_CLI['warmup'], # learning-rate warm-up steps
-              grad_clip:float=TRAIN['grad_clip'], # gradient-norm clipping (0: none)
-              ema_decay:float=TRAIN['ema_decay'], # per-step EMA decay
-              ema_halflife:float=TRAIN['ema_halflife'], # EMA half-life in images (EDM style; overrides --ema-decay)
-              ema_rampup:float=TRAIN['ema_rampup'], # EDM's EMA ramp: half-life at most this share of the images seen (EDM: 0.05)
+              iters:int=_TRAIN['iters'], # total training steps (a resumed run continues up to this number)
+              batch_size:int=_TRAIN['batch_size'], # global batch size
+              lr:float=_TRAIN['lr'], # peak learning rate
+              warmup:int=_TRAIN_CLI['warmup'], # learning-rate warm-up steps
+              grad_clip:float=_TRAIN['grad_clip'], # gradient-norm clipping (0: none)
+              ema_decay:float=_TRAIN['ema_decay'], # per-step EMA decay
+              ema_halflife:float=_TRAIN['ema_halflife'], # EMA half-life in images (EDM style; overrides --ema-decay)
+              ema_rampup:float=_TRAIN['ema_rampup'], # EDM's EMA ramp: half-life at most this share of the images seen (EDM: 0.05)
               weight:str='none', # loss weight omega(t): none, min-snr[:gamma] (Min-SNR, gamma 5) or p2[:k,gamma]
-              amp:str=TRAIN['amp'], # mixed precision: bf16 (CPU/GPU) or fp16 (GPU)
-              time_sampling:str=TRAIN['time_sampling'], # auto, mixed, stage (one stage per step, paper's) or rank (one per DDP rank)
-              stage_choice:str=TRAIN['stage_choice'], # for stage sampling: auto, uniform (over stages) or mass (by probability)
-              seed:int=TRAIN['seed'], # seed of data order, times, noise, dropout and initial weights
+              amp:str=_TRAIN['amp'], # mixed precision: bf16 (CPU/GPU) or fp16 (GPU)
+              time_sampling:str=_TRAIN['time_sampling'], # auto, mixed, stage (one stage per step, paper's) or rank (one per DDP rank)
+              stage_choice:str=_TRAIN['stage_choice'], # for stage sampling: auto, uniform (over stages) or mass (by probability)
+              seed:int=_TRAIN['seed'], # seed of data order, times, noise, dropout and initial weights
               device:str=None, # cpu, cuda, cuda:1, ... (default: cpu, or the local GPU under torchrun)
-              ckpt_dir:str=TRAIN_CLI['ckpt_dir'], # folder for checkpoints, log.jsonl and loss.png
-              ckpt_every:int=TRAIN_CLI['ckpt_every'], # steps between checkpoints
-              log_every:int=TRAIN['log_every'], # steps between per-stage log records
+              ckpt_dir:str=_TRAIN_CLI['ckpt_dir'], # folder for checkpoints, log.jsonl and loss.png
+              ckpt_every:int=_TRAIN_CLI['ckpt_every'], # steps between checkpoints
+              log_every:int=_TRAIN['log_every'], # steps between per-stage log records
               resume:store_true=False, # continue from the newest valid checkpoint in --ckpt-dir
-              num_workers:int=TRAIN_CLI['num_workers'], # DataLoader worker processes
-              progress:bool=TRAIN['progress'], # progress bar (--no-progress hides it)
+              num_workers:int=_TRAIN_CLI['num_workers'], # DataLoader worker processes
+              progress:bool=_TRAIN['progress'], # progress bar (--no-progress hides it)
              ):
     ("Train a diffusion denoiser (unified, separate or multistage) on the eps-prediction loss, "
      "with checkpoints and exact resume. Options may be written with dashes or underscores "
@@ -137,14 +136,14 @@ def train_cli(preset:str='small', # model configuration: small, tiny, cifar10 or
     if arch not in ('unified', 'separate', 'multistage'):
         raise UserError(f"--arch must be unified, separate or multistage, got {arch!r}")
     ckpt = check_output_path(ckpt_dir, '--ckpt-dir')
-    ov, sch = parse_overrides(overrides), make_schedule(schedule)
+    ov, sch = parse_overrides(overrides), _make_schedule(schedule)
     try: omega = loss_weight(weight, sch)
     except ValueError as e: raise UserError(f"--weight: {e}") from None
     if omega is not None and schedule == 'edm':
         raise UserError("--weight applies to the eps-prediction loss; --schedule edm trains with EDM's own weighting")
     cfg = {**PRESETS[preset], **{k: v for k, v in ov.items() if k in PRESETS[preset]}}
-    images = load_images(dataset, root, cfg['img_size'], cfg['in_ch'])
-    iv = choose_intervals(intervals, cluster, resume, ckpt, images, sch, schedule, cluster_k, seed, dataset)
+    images = _load_images(dataset, root, cfg['img_size'], cfg['in_ch'])
+    iv = _choose_intervals(intervals, cluster, resume, ckpt, images, sch, schedule, cluster_k, seed, dataset)
     try: model = build_model(preset, arch, iv, seed=seed, **ov)  # seeded initial weights
     except (ValueError, TypeError) as e: raise UserError(f"cannot build the {preset!r} {arch} model: {e}") from None
     model = precondition(model, sch)  # EDM's preconditioning on the EDM schedule
@@ -190,9 +189,9 @@ def cluster_cli(dataset:str='mnist5k', # dataset name or image-folder path, as f
     ("Partition [0,1] into stages with Algorithm 1 (optimal-denoiser clustering) and write the intervals JSON "
      "and a figure. Options may be written with dashes or underscores.")
     from multistage_nbdev.data import as_tensor
-    make_schedule(schedule)
+    _make_schedule(schedule)
     check_output_path(out_dir, '--out-dir')
-    ds = load_images(dataset, root, size, channels)
+    ds = _load_images(dataset, root, size, channels)
     try:
         data = as_tensor(ds)
         res = run_clustering(data, out_dir, schedule, K=K, alpha=alpha, eta=eta, seed=seed, n_stages=n_stages,
@@ -202,26 +201,26 @@ def cluster_cli(dataset:str='mnist5k', # dataset name or image-folder path, as f
     return res
 
 # %% ../nbs/16_cli.ipynb #23825d75
-JOB = MainJob()  # the main job's settings and their defaults, defined once in `pipeline.MainJob`
+_JOB = MainJob()  # the main job's settings and their defaults, defined once in `pipeline.MainJob`
 
 @console_command('msd_main')
 def main_cli(out_dir:str='runs/main', # run folder; running the same command again resumes it
-             dataset:str=JOB.dataset, # mnist5k, digits, mnist, fashionmnist, cifar10 or imagefolder
-             root:str=JOB.root, # folder of an on-disk dataset
-             size:int=JOB.size, # image side length
-             preset:str=JOB.preset, # model preset
-             iters:int=JOB.iters, # training iterations per model
-             batch_size:int=JOB.batch_size, # images per step
-             K:int=JOB.K, # Algorithm 1 samples
-             alpha:float=JOB.alpha, # Algorithm 1 threshold
-             n_samples:int=JOB.n_samples, # images generated for FID/KID
-             nfe:int=JOB.nfe, # model calls per generated image
-             solver:str=JOB.solver, # sampler (see samplers.SOLVERS)
-             schedule:str=JOB.schedule, # noise schedule: vp-linear, vp-cosine or edm
-             compare:bool=JOB.compare, # train the unified baseline too (same budget, data order, seed); --no-compare skips it
-             time_sampling:str=JOB.time_sampling, # multistage recipe: mixed (every decoder, every step) or stage (the paper's)
+             dataset:str=_JOB.dataset, # mnist5k, digits, mnist, fashionmnist, cifar10 or imagefolder
+             root:str=_JOB.root, # folder of an on-disk dataset
+             size:int=_JOB.size, # image side length
+             preset:str=_JOB.preset, # model preset
+             iters:int=_JOB.iters, # training iterations per model
+             batch_size:int=_JOB.batch_size, # images per step
+             K:int=_JOB.K, # Algorithm 1 samples
+             alpha:float=_JOB.alpha, # Algorithm 1 threshold
+             n_samples:int=_JOB.n_samples, # images generated for FID/KID
+             nfe:int=_JOB.nfe, # model calls per generated image
+             solver:str=_JOB.solver, # sampler (see samplers.SOLVERS)
+             schedule:str=_JOB.schedule, # noise schedule: vp-linear, vp-cosine or edm
+             compare:bool=_JOB.compare, # train the unified baseline too (same budget, data order, seed); --no-compare skips it
+             time_sampling:str=_JOB.time_sampling, # multistage recipe: mixed (every decoder, every step) or stage (the paper's)
              device:str='cpu', # cpu or cuda
-             seed:int=JOB.seed, # random seed
+             seed:int=_JOB.seed, # random seed
             ):
     "Cluster timesteps (Algorithm 1), train a multistage and a unified model, sample, evaluate and compare; resumable."
     check_output_path(out_dir, '--out-dir')

@@ -27,10 +27,10 @@ from .samplers import sample, check_solver
 from .data import dataset_tensor
 
 # %% auto #0
-__all__ = ['CURVE_FORMAT', 'TRAIN', 'HARNESS', 'run_sample', 'preset_for_images', 'Setting', 'RestrictedTime', 'StageComposite',
-           'Recipe', 'CurveData', 'Measure', 'load_ema', 'seeded_model', 'measure_milestone', 'train_curve',
-           'parallel_curves', 'reach_ratio', 'recent_gain', 'saturation_point', 'stage_images', 'steady_seconds',
-           'seed_stats', 'differs', 'plot_curves']
+__all__ = ['CURVE_FORMAT', 'HARNESS', 'run_sample', 'preset_for_images', 'Setting', 'RestrictedTime', 'StageComposite', 'Recipe',
+           'CurveData', 'Measure', 'load_ema', 'seeded_model', 'measure_milestone', 'train_curve', 'parallel_curves',
+           'reach_ratio', 'recent_gain', 'saturation_point', 'stage_images', 'steady_seconds', 'seed_stats', 'differs',
+           'plot_curves']
 
 # %% ../nbs/12_experiment.ipynb #90a85ffa
 def run_sample(model:torch.nn.Module, # denoiser model(x_t, t) -> eps (use the EMA weights)
@@ -137,8 +137,8 @@ class StageComposite(nn.Module):
 # %% ../nbs/12_experiment.ipynb #350a6eb4
 CURVE_FORMAT = 2  # curve.json: the training settings, and per milestone the measure settings it was measured with
 
-TRAIN = TrainConfig.defaults()  # fit's settings and their defaults, defined once in `train.TrainConfig`
-HARNESS = {**TRAIN, 'lr': 1e-3, 'warmup': 100, 'ema_halflife': 2000.}  # the experiments' recipe: faster, warmed up, averaged
+_TRAIN = TrainConfig.defaults()  # fit's settings and their defaults, defined once in `train.TrainConfig`
+HARNESS = {**_TRAIN, 'lr': 1e-3, 'warmup': 100, 'ema_halflife': 2000.}  # the experiments' recipe: faster, warmed up, averaged
 
 @dataclass
 class Recipe:

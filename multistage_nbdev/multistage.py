@@ -14,12 +14,12 @@ from .intervals import Intervals
 from .unet import Encoder, Decoder, UNet, check_denoiser_input
 
 # %% auto #0
-__all__ = ['SIDE_BY_SIDE', 'ONEDNN_CACHE_CAPACITY', 'ONEDNN_CACHE_VARS', 'PAPER_INTERVALS', 'PRESETS', 'group_by_stage', 'route',
+__all__ = ['SIDE_BY_SIDE', 'ONEDNN_CACHE_CAPACITY', 'ONEDNN_CACHE_VARS', 'PAPER_INTERVALS', 'PRESETS', 'route',
            'side_by_side_possible', 'MultistageUNet', 'raise_onednn_caches', 'SeparateUNet', 'stage_widths',
            'build_model', 'count_params', 'gflops', 'plot_architecture']
 
 # %% ../nbs/06_multistage.ipynb #0a5d8a34
-def group_by_stage(stage:Tensor, # stage index of each sample, (B,) int64
+def _group_by_stage(stage:Tensor, # stage index of each sample, (B,) int64
                    n_stages:int, # number of stages
                   ) -> tuple: # (order (B,) or None when a single stage holds every sample, counts: list of n_stages ints)
     "A stable order that makes each stage's samples contiguous, and the number of samples per stage."
@@ -38,7 +38,7 @@ def route(stage:Tensor, # stage index of each sample, (B,)
           modules:list|None=None, # modules[k] holds branch k's weights: lets the branches run side by side (below)
          ) -> Tensor: # outputs in the order of `x`
     "Run `shared` once and each stage's branch on its own samples only; scatter the results back in order."
-    order, counts = group_by_stage(stage, n_stages)
+    order, counts = _group_by_stage(stage, n_stages)
     if order is None: return branches[counts.index(stage.numel()) if stage.numel() else 0](*shared(x, t))
     pieces = [torch.split(f, counts) for f in shared(x[order], t[order])]
     ks = [k for k in range(n_stages) if counts[k]]

@@ -22,8 +22,8 @@ from .experiment import train_curve, run_sample, preset_for_images, Recipe, Meas
 from .metrics import fid_kid, heldout_loss, noise_like_share, feature_classifier_path
 
 # %% auto #0
-__all__ = ['UNITS', 'MainJob', 'report_entry', 'plot_run', 'compare_models', 'comparison_table', 'run_main', 'load_trained',
-           'sample_checkpoint', 'model_shape', 'load_samples', 'evaluate_samples']
+__all__ = ['UNITS', 'MainJob', 'compare_models', 'comparison_table', 'run_main', 'load_trained', 'sample_checkpoint',
+           'model_shape', 'load_samples', 'evaluate_samples']
 
 # %% ../nbs/15_pipeline.ipynb #10b179a2
 @dataclass
@@ -69,7 +69,7 @@ def _train_arch(arch:str, intervals:Intervals, train:Tensor, test:Tensor, schedu
                        measure, device=run['device'], progress=run['progress'],
                        ckpt_config=dict(dataset=job.dataset, size=job.size, schedule=job.schedule))
 
-def report_entry(curve:dict, # a `train_curve` result with FID at its last milestone
+def _report_entry(curve:dict, # a `train_curve` result with FID at its last milestone
                 ) -> dict: # the model's entry of `report.json`
     "The figures of a curve's last milestone under the names of `report.json`."
     row, info, recipe = curve['rows'][-1], curve['info'], curve['config']['recipe']
@@ -84,7 +84,7 @@ def report_entry(curve:dict, # a `train_curve` result with FID at its last miles
                 steps_per_stage=row['steps_per_stage'], sampling_gflops_per_image=row['sampling_gflops_per_image'])
 
 # %% ../nbs/15_pipeline.ipynb #9d5605fa
-def plot_run(clu:ClusteringResult, # clustering result with its raw samples
+def _plot_run(clu:ClusteringResult, # clustering result with its raw samples
              logs:dict, # architecture name -> training log path (JSONL)
              path:str|Path, # where to save the figure
             ):
@@ -171,7 +171,7 @@ def _save_figures(out:Path, clu:ClusteringResult, models:dict):
         imgs = torch.load(out/arch/'samples.pt', weights_only=True)
         show_grid(imgs, nrow=8, ax=ax, title=f"{arch}: {m['solver']}, {m['nfe']} NFE")
     fig.tight_layout(); fig.savefig(out/'samples.png', dpi=110); plt.close(fig)
-    plot_run(clu, {a: out/a/'ckpt'/'log.jsonl' for a in models}, out/'curves.png')
+    _plot_run(clu, {a: out/a/'ckpt'/'log.jsonl' for a in models}, out/'curves.png')
 
 def run_main(out_dir:str|Path='runs/main', # run folder (created; an existing one is resumed)
              job:MainJob|None=None, # the settings (default `MainJob()`); or give them as keywords
@@ -195,7 +195,7 @@ def run_main(out_dir:str|Path='runs/main', # run folder (created; an existing on
                    classifier=str(feature_classifier_path(dataset, root=root)))  # trained and cached on first use
         clu = run_clustering(train, out, job.schedule, job.K, job.alpha, seed=job.seed, dataset=job.dataset)
         archs = ['multistage'] + (['unified'] if job.compare else [])
-        models = {a: report_entry(_train_arch(a, clu.intervals, train, test, sch, out, job, run)) for a in archs}
+        models = {a: _report_entry(_train_arch(a, clu.intervals, train, test, sch, out, job, run)) for a in archs}
         _save_figures(out, clu, models)
         report = dict(intervals=dict(boundaries=list(clu.intervals.boundaries), meta=clu.intervals.meta), models=models,
                       units=UNITS, config={**asdict(job), 'device': str(device), 'classifier': run['classifier']},

@@ -5,11 +5,10 @@
 # %% ../nbs/13_autoencoder.ipynb #46c67542
 from __future__ import annotations
 import math, time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 import torch
-import torch.nn.functional as F
 from torch import nn, Tensor
 from .persist import atomic_torch_save
 

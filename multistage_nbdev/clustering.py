@@ -4,13 +4,11 @@
 
 # %% ../nbs/04_clustering.ipynb #212a569d
 from __future__ import annotations
-import json
 from pathlib import Path
 import torch
 from torch import Tensor
-from .schedules import Schedule, as_time, get_schedule
+from .schedules import Schedule, get_schedule
 from .intervals import Intervals
-from .persist import atomic_json_dump
 
 # %% auto #0
 __all__ = ['RESULT_FORMAT', 'running_means', 'select_boundary', 'select_boundaries', 'rescale_data', 'similarity_grid',
@@ -32,7 +30,7 @@ from .persist import atomic_torch_save, data_fingerprint
 def running_means(t:Tensor, # sampled times t_k, (K,)
                   s:Tensor, # the similarity of each sample, (K,)
                   side:str='left', # 'left': mean over {t_k <= tau} (line 8); 'right': over {t_k >= tau} (line 9)
-                 ) -> tuple[Tensor, Tensor]: # distinct times tau (sorted, float64) and the running mean at each, (M,), (M,)
+                 ) -> tuple[Tensor, Tensor]: # distinct times tau (sorted, float64) and the running means, (M,), (M,)
     "The running means of Algorithm 1, lines 8-9, at every distinct sampled time (tied times enter together)."
     if side not in ('left', 'right'): raise ValueError(f"`side` must be 'left' or 'right', got {side!r}")
     t, s = torch.as_tensor(t, dtype=torch.float64).flatten(), torch.as_tensor(s, dtype=torch.float64).flatten()
@@ -49,7 +47,7 @@ def running_means(t:Tensor, # sampled times t_k, (K,)
 def select_boundary(t:Tensor, # sampled times, (K,)
                     s:Tensor, # similarities to the anchor end, (K,)
                     alpha:float, # threshold on the running mean
-                    side:str='left', # 'left': largest tau with mean over {t_k <= tau} >= alpha (line 8); 'right': smallest tau, {t_k >= tau} (line 9)
+                    side:str='left', # 'left'/'right': largest/smallest tau whose running mean >= alpha (lines 8/9)
                    ) -> float: # the selected tau, one of the sampled times
     "One line of Algorithm 1's selection rule (8 for `side='left'`, 9 for `side='right'`)."
     taus, means = running_means(t, s, side)
@@ -120,7 +118,7 @@ def peel_boundaries(t:Tensor, # sampled times, (K,)
                     s1:Tensor, # similarity to the t=1 anchor, (K,)
                     alpha:float|Sequence[float], # threshold, one for all peels or one per peel (N-1 values)
                     n_stages:int=3, # number of stages N >= 2
-                    anchor_similarity:Callable|None=None, # (anchor_time, mask) -> similarity of the samples t[mask] to the denoiser at anchor_time; needed for N > 3
+                    anchor_similarity:Callable|None=None, # (a, mask) -> similarity of t[mask] to anchor a; for N > 3
                    ) -> list[float]: # the N-1 boundaries, increasing
     "Greedy two-sided peeling with the line-8/line-9 rule; for N = 3 it is Algorithm 1."
     n_stages = int(n_stages)
@@ -143,7 +141,9 @@ def peel_boundaries(t:Tensor, # sampled times, (K,)
             s = anchor_similarity(lo if side == 'left' else hi, mask)
         ts, s = t[mask], torch.as_tensor(s, dtype=torch.float64)
         tau = select_boundary(ts, s, a, side)
-        if s.mean() >= a: why = f"the whole region reaches alpha (mean similarity {float(s.mean()):.4f}); raise alpha (or lower eta), or use fewer stages"
+        if s.mean() >= a:
+            why = (f"the whole region reaches alpha (mean similarity {float(s.mean()):.4f}); "
+                   "raise alpha (or lower eta), or use fewer stages")
         elif j == 1 and tau <= lo:
             why = f"tau = {tau:.4f} is not above t1 = {lo:.4f}, the two end regions overlap; raise alpha (or lower eta)"
         elif not lo < tau < hi:
@@ -197,7 +197,8 @@ class ClusteringResult:
         return Intervals(b, meta={**self.meta, 'alpha': alpha, 'eta': self.eta if eta is None else eta})
 
     def save(self, out_dir:str|Path) -> Path: # the folder
-        "Write `intervals.json` (partition and provenance) and `samples.pt` (the samples, to re-threshold later), atomically."
+        ("Write `intervals.json` (partition and provenance) and `samples.pt` (the samples, to re-threshold later), "
+         "atomically.")
         out = Path(out_dir)
         self.intervals.to_json(out / 'intervals.json')
         atomic_torch_save(dict(format=RESULT_FORMAT, t=self.t, s0=self.s0, s1=self.s1, alpha=self.alpha, eta=self.eta,
@@ -233,22 +234,23 @@ def _check_cluster_args(data, K, alpha, eta, n_stages, batch_size, reference):
     if not float(eta) > 0: raise ValueError(f"`eta` must be positive, got {eta}")
     if int(n_stages) < 2: raise ValueError(f"`n_stages` must be >= 2, got {n_stages}")
     if np.ndim(alpha) > 0 and len(alpha) != int(n_stages) - 1:
-        raise ValueError(f"`alpha` must be a number or {int(n_stages) - 1} numbers (one per boundary), got {len(alpha)}")
+        raise ValueError(f"`alpha` must be a number or {int(n_stages) - 1} numbers (one per boundary), "
+                         f"got {len(alpha)}")
     if int(batch_size) < 1: raise ValueError(f"`batch_size` must be a positive integer, got {batch_size}")
     if reference not in REFERENCES: raise ValueError(f"`reference` must be one of {REFERENCES}, got {reference!r}")
 
 # %% ../nbs/04_clustering.ipynb #a50eb5d3
-def cluster_timesteps(data:Tensor, # training set, (N,C,H,W), values in `input_range`; used as given when `data_range` is None
+def cluster_timesteps(data:Tensor, # training set (N,C,H,W), values in `input_range`; used as is if `data_range` is None
                       schedule:Schedule, # the noise schedule whose time axis the boundaries live on
                       K:int=2000, # number of sampled triples (y_k, eps_k, t_k) (Algorithm 1, line 3)
-                      alpha:float|Sequence[float]=0.9, # threshold on the mean similarity (lines 8-9); one per boundary allowed
-                      eta:float=2/255, # pixel threshold of D, in units of a width-one data range (scaled by the width of `data_range`)
-                      generator:torch.Generator|None=None, # randomness of the triples (default: a generator seeded with `seed`)
+                      alpha:float|Sequence[float]=0.9, # mean-similarity threshold (lines 8-9); one per boundary allowed
+                      eta:float=2/255, # D's pixel threshold for a width-one data range (scaled by `data_range`'s width)
+                      generator:torch.Generator|None=None, # randomness of the triples (default: one seeded with `seed`)
                       n_stages:int=3, # number of stages N >= 2 (3: Algorithm 1 exactly)
-                      reference:str='x_t', # the references of line 5: 'x_t' (the authors' script) or the literal 'x_1' / 'schedule'
-                      data_range:tuple|None=(0., 1.), # rescale the data to this range first (paper: [0,1]); None: as given
+                      reference:str='x_t', # references of line 5: 'x_t' (authors' script) or literal 'x_1'/'schedule'
+                      data_range:tuple|None=(0., 1.), # rescale data to this range first (paper: [0,1]); None: as given
                       input_range:tuple=(-1., 1.), # the range `data` is given in
-                      batch_size:int=1024, # triples per denoiser pass (memory ~ batch_size * (chunk_size + C*H*W) floats)
+                      batch_size:int=1024, # triples per denoiser pass (memory ~ batch_size*(chunk_size + C*H*W) floats)
                       chunk_size:int=4096, # training points per chunk inside the denoiser
                       meta:dict|None=None, # extra provenance (dataset name, ...) for the intervals
                       seed:int=0, # seeds the triples when no `generator` is given (recorded in the provenance)
@@ -262,7 +264,8 @@ def cluster_timesteps(data:Tensor, # training set, (N,C,H,W), values in `input_r
     dev, dt = data.device, data.dtype
     idx = torch.randint(len(data), (K,), generator=generator).to(dev)                          # line 4: y_k ~ p_data
     eps = torch.randn((K, *data.shape[1:]), generator=generator).to(device=dev, dtype=dt)       # eps_k ~ N(0, I)
-    t = schedule.t_min + (schedule.t_max - schedule.t_min) * torch.rand(K, generator=generator, dtype=torch.float64)  # t_k ~ U[t_min, t_max]
+    t = schedule.t_min + (schedule.t_max - schedule.t_min) * torch.rand(K, generator=generator,
+                                                                         dtype=torch.float64)  # t_k ~ U[t_min, t_max]
     mean = dataset_mean(data).to(dt)
     etas = _eta_grid(float(eta)) * width
     s0, s1, e_t = [], [], []
@@ -272,7 +275,7 @@ def cluster_timesteps(data:Tensor, # training set, (N,C,H,W), values in `input_r
         e0, e1 = reference_denoisers(y, e, tk.to(dev), data, schedule, reference, mean, chunk_size)
         s0.append(similarity_grid(et, e0, etas)); s1.append(similarity_grid(et, e1, etas))
         if n_stages > 3: e_t.append(et)
-    s0g, s1g, mid = torch.cat(s0).cpu(), torch.cat(s1).cpu(), len(etas) // 2                  # selection runs on the CPU
+    s0g, s1g, mid = torch.cat(s0).cpu(), torch.cat(s1).cpu(), len(etas) // 2                 # selection runs on the CPU
     e_t = torch.cat(e_t) if e_t else None
 
     def anchor_similarity(anchor:float, mask:Tensor) -> Tensor:
@@ -298,7 +301,7 @@ def cluster_timesteps(data:Tensor, # training set, (N,C,H,W), values in `input_r
 
 # %% ../nbs/04_clustering.ipynb #a6dea38c
 def interval_cost_table(M:Tensor, # d(c, i): cost of timestep i to centre c, (T,T)
-                       ) -> Tensor: # C[l, r] = sum_{i=l..r} M[c(l,r), i] for l <= r, inf below the diagonal, float64 (T,T)
+                       ) -> Tensor: # C[l, r] = sum_{i=l..r} M[c(l,r), i] for l <= r, inf below diagonal, float64 (T,T)
     "Cost of every interval [l, r] to its centre c = round((l+r+1)/2) (half up, clamped to r)."
     M = torch.as_tensor(M, dtype=torch.float64)
     if M.dim() != 2 or M.shape[0] != M.shape[1]:
@@ -314,11 +317,13 @@ def interval_clustering(M:Tensor, # d(c, i), (T,T)
                         n_stages:int=3, # number of intervals k
                         min_size:int|None=None, # smallest interval; default floor(T / 2k)
                         max_size:int|None=None, # largest interval; default ceil(3T / 2k)
-                       ) -> tuple[list[int], float]: # start index of each interval after the first, and the minimal total cost
-    "Go et al.'s interval clustering: the exact minimum-cost split of 0..T-1 into k contiguous intervals (dynamic programme)."
+                       ) -> tuple[list[int], float]: # start of each interval but the first, and the minimal total cost
+    ("Go et al.'s interval clustering: the exact minimum-cost split of 0..T-1 into k contiguous intervals "
+     "(dynamic programme).")
     T, k = len(M), int(n_stages)
     if k < 1: raise ValueError(f"`n_stages` must be >= 1, got {n_stages}")
-    lo = max(1, T // (2 * k) if min_size is None else int(min_size)); hi = math.ceil(3 * T / (2 * k)) if max_size is None else int(max_size)
+    lo = max(1, T // (2 * k) if min_size is None else int(min_size))
+    hi = math.ceil(3 * T / (2 * k)) if max_size is None else int(max_size)
     if k * lo > T or k * hi < T or lo > hi:
         raise ValueError(f"cannot split {T} timesteps into {k} intervals of sizes {lo}..{hi}")
     C = interval_cost_table(M).numpy()
@@ -350,8 +355,8 @@ def timestep_intervals(n_stages:int=3, # number of stages
 def snr_intervals(schedule:Schedule, # the schedule defining SNR(t) = 1/sigma(t)^2
                   n_stages:int=3, # number of stages k
                   T:int=1000, # grid size
-                  transform:str='logsnr', # 'logsnr': |logSNR_i - logSNR_c| (the authors' Table 4 code); 'snr': |SNR_i - SNR_c|
-                  min_size:int|None=None, max_size:int|None=None, # interval size bounds; default floor(T/2k), ceil(3T/2k)
+                  transform:str='logsnr', # 'logsnr': |logSNR_i - logSNR_c| (authors' Table 4); 'snr': |SNR_i - SNR_c|
+                  min_size:int|None=None, max_size:int|None=None, # size bounds; default floor(T/2k), ceil(3T/2k)
                  ) -> Intervals:
     "SNR-based interval clustering (Table 4, 'SNR')."
     if transform not in ('snr', 'logsnr'): raise ValueError(f"`transform` must be 'snr' or 'logsnr', got {transform!r}")
@@ -392,12 +397,13 @@ def gradient_intervals(models:Sequence[torch.nn.Module], # checkpoints of a deno
                        T:int=100, # grid size
                        n_images:int=64, # images per gradient
                        generator:torch.Generator|None=None, # picks the images and noises
-                       min_size:int|None=None, max_size:int|None=None, # interval size bounds; default floor(T/2k), ceil(3T/2k)
+                       min_size:int|None=None, max_size:int|None=None, # size bounds; default floor(T/2k), ceil(3T/2k)
                       ) -> Intervals:
     "Gradient-based interval clustering (Table 4, 'Gradient'): interval clustering with d(c,i) = -task affinity."
     A = task_affinity(models, data, schedule, T, n_images, generator)
     starts, cost = interval_clustering(-A, n_stages, min_size, max_size)
-    return _from_starts(starts, T, method='gradient', T=int(T), n_checkpoints=len(models), n_images=int(n_images), schedule=repr(schedule), cost=cost)
+    return _from_starts(starts, T, method='gradient', T=int(T), n_checkpoints=len(models), n_images=int(n_images),
+                        schedule=repr(schedule), cost=cost)
 
 # %% ../nbs/04_clustering.ipynb #6f7aedc0
 def plot_similarity(result:ClusteringResult, # output of `cluster_timesteps`
@@ -447,7 +453,8 @@ def plot_partition(partitions:dict, # name -> Intervals (on `source`'s time axis
     import matplotlib.pyplot as plt
     source = VPSchedule() if source is None else source
     schedules = {'VP': VPSchedule(), 'EDM': EDMSchedule()} if schedules is None else schedules
-    rows = [(f'{p} / {s}', iv.convert(source, sch) if sch is not source else iv, sch) for p, iv in partitions.items() for s, sch in schedules.items()]
+    rows = [(f'{p} / {s}', iv.convert(source, sch) if sch is not source else iv, sch)
+            for p, iv in partitions.items() for s, sch in schedules.items()]
     if ax is None: _, ax = plt.subplots(figsize=(8, 0.35 * len(rows) + 0.9))
     for r, (label, iv, sch) in enumerate(rows):
         l = sch.logsnr(torch.tensor(iv.edges, dtype=torch.float64).clamp(sch.t_min, sch.t_max))
@@ -482,8 +489,10 @@ def similarity_explorer(results:dict, # schedule name -> ClusteringResult
     from IPython.display import display
     out = W.Output()
     sched = W.Dropdown(options=names, description='schedule')
-    alpha = W.FloatSlider(value=float(np.ravel(first.alpha)[0]), min=0.5, max=0.995, step=0.005, description='alpha', readout_format='.3f')
-    eta = W.SelectionSlider(options=[(f'{255 * float(e):.3g}/255', float(e)) for e in first.etas], value=float(first.etas[len(first.etas) // 2]), description='eta')
+    alpha = W.FloatSlider(value=float(np.ravel(first.alpha)[0]), min=0.5, max=0.995, step=0.005, description='alpha',
+                          readout_format='.3f')
+    eta = W.SelectionSlider(options=[(f'{255 * float(e):.3g}/255', float(e)) for e in first.etas],
+                            value=float(first.etas[len(first.etas) // 2]), description='eta')
     def redraw(*_):
         with out:
             out.clear_output(wait=True)
@@ -520,8 +529,9 @@ def run_clustering(data:Tensor, # training set, (N,C,H,W), values in `input_rang
     cached = ClusteringResult.load(out_dir) if reuse else None
     if cached is not None and cached.meta.get('settings') == settings: return cached
     res = cluster_timesteps(data, sch, K, alpha, eta, None, n_stages, reference, data_range, input_range,
-                            batch_size, chunk_size, meta={'dataset': dataset, 'n_data': len(data), 'settings': settings},
-                            seed=seed)
+                            batch_size, chunk_size,
+                            meta={'dataset': dataset, 'n_data': len(data), 'settings': settings}, seed=seed)
     out = res.save(out_dir)
-    fig = plot_similarity(res, title=dataset); fig.savefig(out / 'similarity.png', dpi=110, bbox_inches='tight'); plt.close(fig)
+    fig = plot_similarity(res, title=dataset)
+    fig.savefig(out / 'similarity.png', dpi=110, bbox_inches='tight'); plt.close(fig)
     return res

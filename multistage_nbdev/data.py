@@ -25,7 +25,8 @@ def _check_size(size) -> tuple[int,int]|None:
     if size is None: return None
     hw = (size, size) if isinstance(size, int) else tuple(size) if isinstance(size, (tuple, list)) else None
     if hw is None or len(hw) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in hw):
-        raise ValueError(f"`size` must be None, a positive int or a pair (height, width) of positive ints, got {size!r}")
+        raise ValueError("`size` must be None, a positive int or a pair (height, width) of positive ints, "
+                         f"got {size!r}")
     return hw
 
 def _check_channels(channels) -> int|None:
@@ -108,10 +109,12 @@ class ImageDataset(Dataset):
                  value_range:tuple[float,float]=(-1., 1.), # output values of black and white
                  name:str='', # dataset name, for display
                  split:str='', # 'train' or 'test', for display
-                 native_shape:tuple[int,int,int]|None=None, # stored (C,H,W) of file sources (all images share it unless `size` is given)
+                 native_shape:tuple[int,int,int]|None=None, # stored (C,H,W) of files (shared unless `size` is given)
                 ):
-        self.source, self.labels, self.classes, self.max_value = source, torch.as_tensor(labels, dtype=torch.long), list(classes), max_value
-        self.size, self.channels, self.value_range = _check_size(size), _check_channels(channels), _check_value_range(value_range)
+        self.source, self.labels = source, torch.as_tensor(labels, dtype=torch.long)
+        self.classes, self.max_value = list(classes), max_value
+        self.size, self.channels = _check_size(size), _check_channels(channels)
+        self.value_range = _check_value_range(value_range)
         self.name, self.split = name, split
         if len(self.labels) != len(source):
             raise ValueError(f"`labels` has {len(self.labels)} entries but `source` has {len(source)} images")
@@ -121,15 +124,18 @@ class ImageDataset(Dataset):
     def __len__(self): return len(self.labels)
     def images(self, idx:Sequence[int]|slice) -> Tensor: # (len(idx),C,H,W) float32
         "The prepared images at `idx`, as one batch."
-        prep = functools.partial(prepare_images, max_value=self.max_value, size=self.size, channels=self.channels, value_range=self.value_range)
+        prep = functools.partial(prepare_images, max_value=self.max_value, size=self.size, channels=self.channels,
+                                 value_range=self.value_range)
         if isinstance(self.source, Tensor): return prep(self.source[idx])
         idx = range(len(self))[idx] if isinstance(idx, slice) else idx
-        return torch.cat([prep(self.source.load(int(i))[None]) for i in idx]) if len(idx) else torch.empty(0, *self.shape)
+        if not len(idx): return torch.empty(0, *self.shape)
+        return torch.cat([prep(self.source.load(int(i))[None]) for i in idx])
     def __getitem__(self, i:int) -> tuple[Tensor, int]:
         if not -len(self) <= i < len(self): raise IndexError(f"index {i} out of range for {len(self)} images")
         return self.images([i])[0], int(self.labels[i])
     def __repr__(self):
-        return f"ImageDataset({self.name!r}, split={self.split!r}, n={len(self)}, shape={self.shape}, value_range={self.value_range})"
+        return (f"ImageDataset({self.name!r}, split={self.split!r}, n={len(self)}, shape={self.shape}, "
+                f"value_range={self.value_range})")
 
 # %% ../nbs/01_data.ipynb #4373d88a
 def as_tensor(ds:Dataset, # an `ImageDataset`, or any dataset of (C,H,W) tensors or (image, ...) tuples
@@ -137,7 +143,8 @@ def as_tensor(ds:Dataset, # an `ImageDataset`, or any dataset of (C,H,W) tensors
              ) -> Tensor: # all images, (N,C,H,W)
     "Stack every image of `ds` into one tensor, e.g. the training set of the optimal denoiser."
     if isinstance(ds, ImageDataset):
-        return torch.cat([ds.images(slice(i, i + chunk)) for i in range(0, len(ds), chunk)]) if len(ds) else torch.empty(0, *ds.shape)
+        if not len(ds): return torch.empty(0, *ds.shape)
+        return torch.cat([ds.images(slice(i, i + chunk)) for i in range(0, len(ds), chunk)])
     items = [ds[i] for i in range(len(ds))]
     images = [it[0] if isinstance(it, (tuple, list)) else it for it in items]
     if not images: raise ValueError("`ds` is empty")
@@ -149,9 +156,9 @@ def as_tensor(ds:Dataset, # an `ImageDataset`, or any dataset of (C,H,W) tensors
 BUNDLED_SPLIT = dict(test_fraction=0.2, seed=0)  # the fixed split of the bundled datasets
 
 def stratified_split(labels:Tensor|np.ndarray, # class of every item, (N,)
-                     test_fraction:float=BUNDLED_SPLIT['test_fraction'], # share of each class that goes to the test split (rounded half up)
+                     test_fraction:float=BUNDLED_SPLIT['test_fraction'], # test share of each class (rounded half up)
                      seed:int=BUNDLED_SPLIT['seed'], # seed of NumPy's legacy RandomState
-                    ) -> tuple[np.ndarray, np.ndarray]: # train and test indices, each ordered round-robin over the classes
+                    ) -> tuple[np.ndarray, np.ndarray]: # train and test indices, each round-robin over the classes
     "Seeded class-stratified train/test split with class-balanced prefixes."
     labels = np.asarray(labels)
     rng = np.random.RandomState(seed)
@@ -162,7 +169,8 @@ def stratified_split(labels:Tensor|np.ndarray, # class of every item, (N,)
         parts['test'].append(idx[:n_test]); parts['train'].append(idx[n_test:])
     def round_robin(groups):  # order by (rank within class, class)
         if not groups: return np.zeros(0, dtype=np.int64)
-        rank = np.concatenate([np.arange(len(g)) for g in groups]); cls = np.concatenate([np.full(len(g), k) for k, g in enumerate(groups)])
+        rank = np.concatenate([np.arange(len(g)) for g in groups])
+        cls = np.concatenate([np.full(len(g), k) for k, g in enumerate(groups)])
         return np.concatenate(groups)[np.lexsort((cls, rank))]
     return round_robin(parts['train']), round_robin(parts['test'])
 
@@ -189,7 +197,7 @@ def _bundled(name, split, **prep) -> ImageDataset:
 
 # %% ../nbs/01_data.ipynb #c3d6ea70
 IDX_FILES = ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte', 't10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte')
-DEBIAN_FASHION_MNIST = Path('/usr/share/datasets/fashion-mnist')  # where `apt-get install dataset-fashion-mnist` puts it
+DEBIAN_FASHION_MNIST = Path('/usr/share/datasets/fashion-mnist')  # `apt-get install dataset-fashion-mnist` puts it here
 DEFAULT_ROOTS = {'fashionmnist': DEBIAN_FASHION_MNIST}  # read when `get_dataset` is given no `root`
 TORCHVISION_FOLDERS = {'mnist': 'MNIST', 'fashionmnist': 'FashionMNIST'}  # torchvision's layout: root/<folder>/raw/
 _IDX_URLS = {'mnist': 'https://yann.lecun.com/exdb/mnist/',
@@ -242,7 +250,7 @@ def find_idx_files(name:str, # 'mnist' or 'fashionmnist'
     return {f: next((p / n for p in places for n in (f, f + '.gz') if (p / n).is_file()), None) for f in IDX_FILES}
 
 # %% ../nbs/01_data.ipynb #cebd5a08
-def from_torchvision(tv_ds:Dataset, # a loaded torchvision MNIST/FashionMNIST/CIFAR10 (uint8 `.data`, `.targets`) or ImageFolder
+def from_torchvision(tv_ds:Dataset, # torchvision MNIST/FashionMNIST/CIFAR10 (uint8 `.data`, `.targets`) or ImageFolder
                      size:int|tuple[int,int]|None=None, # output (H,W); None keeps the stored size
                      channels:int|None=None, # output channels, 1 or 3; None keeps the stored ones
                      value_range:tuple[float,float]=(-1., 1.), # output values of black and white
@@ -275,7 +283,8 @@ def _from_image_folder(tv_ds, size=None, **prep) -> ImageDataset:
                          f"{s1[0]}x{s1[1]} "
                          f"and {p2} is {s2[0]}x{s2[1]} (HxW)")
     c = 1 if grey else 3
-    return ImageDataset(ImageFiles(paths, c), torch.tensor(labels), tv_ds.classes, 255., size=size, native_shape=(c, *next(iter(sizes))), **prep)
+    return ImageDataset(ImageFiles(paths, c), torch.tensor(labels), tv_ds.classes, 255., size=size,
+                        native_shape=(c, *next(iter(sizes))), **prep)
 
 # %% ../nbs/01_data.ipynb #6bb8a2ca
 def _from_idx(name, files, split, **prep) -> ImageDataset:
@@ -323,7 +332,7 @@ def _on_disk(name, root, split, download, **prep) -> ImageDataset:
         raise ValueError(f"{name} is not {where}; download=True needs `root`, a writable folder to download into")
     cls = dict(mnist=tvd.MNIST, fashionmnist=tvd.FashionMNIST, cifar10=tvd.CIFAR10)[name]
     try: tv_ds = cls(root, train=split == 'train', download=download)
-    except (RuntimeError, OSError) as e:  # files corrupted or truncated, or the download failed (URLError is an OSError)
+    except (RuntimeError, OSError) as e:  # corrupt or truncated files, or a failed download (URLError is an OSError)
         verb = 'download {} into' if download and missing else 'load {} from'
         raise RuntimeError(f"torchvision could not {verb.format(name)} `root`={str(root)!r} ({type(e).__name__}: {e}). "
                            f"It reads {', '.join(str(f) for f in files)}; get them: {origin}; "
@@ -344,17 +353,19 @@ def dataset_key(name:str, # a name of `DATASETS` or `ALIASES`, in any case
         raise ValueError(f"`name` must be one of {', '.join(DATASETS)} (or {', '.join(ALIASES)}); got {name!r}")
     return key
 
-def resolve_dataset(dataset:str, # a name of `DATASETS` or `ALIASES`, or the path of an image folder (PATH/<split>/<class>/...)
+def resolve_dataset(dataset:str, # a name in `DATASETS` or `ALIASES`, or an image folder (PATH/<split>/<class>/...)
                     root:str|Path|None=None, # the dataset's folder when `dataset` is a name
                    ) -> tuple[str, str|None]: # (the name of `DATASETS`, the root to load it from)
     "What a user means by `dataset`: a known name (with its `root`), or an image folder given by its path."
     if not isinstance(dataset, str): raise TypeError(f"`dataset` must be a string, got {type(dataset).__name__}")
     if dataset.lower() in DATASETS or dataset.lower() in ALIASES:
-        if root is not None and not Path(root).expanduser().exists(): raise ValueError(f"`root` {str(root)!r} does not exist")
+        if root is not None and not Path(root).expanduser().exists():
+            raise ValueError(f"`root` {str(root)!r} does not exist")
         return dataset_key(dataset), None if root is None else str(Path(root).expanduser())
     p = Path(dataset).expanduser()
     if not p.exists():
-        raise ValueError(f"`dataset` {dataset!r} is neither a known name ({', '.join(DATASETS)}) nor an existing folder")
+        raise ValueError(f"`dataset` {dataset!r} is neither a known name ({', '.join(DATASETS)}) "
+                         "nor an existing folder")
     if not p.is_dir(): raise ValueError(f"`dataset` {dataset!r} is a file; give a dataset name or an image folder")
     return 'imagefolder', str(p)
 
@@ -363,7 +374,7 @@ def get_dataset(name:str, # one of `DATASETS` (case-insensitive) or `ALIASES`; '
                 split:str='train', # 'train' or 'test'
                 size:int|tuple[int,int]|None=None, # output (H,W), an int for square; None keeps the native size
                 channels:int|None=None, # 1 or 3 output channels; None keeps the native ones
-                value_range:tuple[float,float]=(-1., 1.), # values of black and white: (-1,1) for training, (0,1) for clustering
+                value_range:tuple[float,float]=(-1., 1.), # values of black and white: (-1,1) to train, (0,1) to cluster
                 download:bool=False, # on-disk datasets: let torchvision fetch missing files into `root` (needs network)
                ) -> ImageDataset: # `(image, label)` items, image float32 (C,H,W)
     "A real image dataset by name, as `(image, label)` pairs of float (C,H,W) tensors in `value_range`."
@@ -379,7 +390,7 @@ def get_dataset(name:str, # one of `DATASETS` (case-insensitive) or `ALIASES`; '
 def dataset_tensor(name:str, # as in `get_dataset`
                    labels:bool=False, # also return the labels
                    **kwargs, # the other arguments of `get_dataset`
-                  ) -> Tensor|tuple[Tensor, Tensor]: # all images of the split (N,C,H,W), and with `labels` their classes (N,)
+                  ) -> Tensor|tuple[Tensor, Tensor]: # the split's images (N,C,H,W), with `labels` their classes (N,)
     "`as_tensor(get_dataset(name, ...))`: a whole split as one tensor, e.g. the optimal denoiser's training set."
     ds = get_dataset(name, **kwargs)
     return (as_tensor(ds), ds.labels) if labels else as_tensor(ds)

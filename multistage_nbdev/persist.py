@@ -70,15 +70,15 @@ def folder_lock(folder:str|Path, # the folder a run writes into (created if need
         try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             f.seek(0); pid = f.read().strip() or '?'; f.close()
-            raise ValueError(f"folder {str(folder)!r} is in use by another run (process {pid}): wait for it to finish, or "
-                             "use another folder") from None
+            raise ValueError(f"folder {str(folder)!r} is in use by another run (process {pid}): "
+                             "wait for it to finish, or use another folder") from None
         try:
-            if os.fstat(f.fileno()).st_ino == os.stat(path).st_ino: break   # still the file at `path`: ours
+            if os.fstat(f.fileno()).st_ino == os.stat(path).st_ino: break  # still the file at `path`: ours
         except FileNotFoundError: pass
-        f.close()                                                           # removed by its last holder meanwhile: again
+        f.close()                                                          # removed by its last holder meanwhile: again
     try:
         f.seek(0); f.truncate(); f.write(str(os.getpid())); f.flush()
         yield folder
     finally:
-        path.unlink(missing_ok=True)                                        # a normal exit leaves the folder as it was
+        path.unlink(missing_ok=True)                                       # a normal exit leaves the folder as it was
         fcntl.flock(f, fcntl.LOCK_UN); f.close()

@@ -284,8 +284,9 @@ def check_solver(solver:str, # a name of `SOLVERS`
     sol = _solver(solver)
     _check_int(nfe, 'nfe', 1)
     if nfe < sol.min_nfe:
-        raise ValueError(f"{solver} needs at least {sol.min_nfe} model calls, got `nfe`={nfe}: with fewer it diverges even on "
-                         "an exact model of Gaussian data (see the samplers notebook); raise `nfe` or use a multistep solver")
+        raise ValueError(f"{solver} needs at least {sol.min_nfe} model calls, got `nfe`={nfe}: "
+                         "with fewer it diverges even on an exact model of Gaussian data (see the samplers notebook); "
+                         "raise `nfe` or use a multistep solver")
     return sol
 
 def _stage_report(model, call_times, stage_gflops):

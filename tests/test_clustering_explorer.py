@@ -41,7 +41,7 @@ def test_explorer_static_without_frontend(results):
 @pytest.mark.parametrize('kwargs, msg', [
     (dict(eta=-1.), '`eta` must be positive'),
     (dict(n_stages=1), '`n_stages` must be >= 2'),
-    (dict(limits='zero'), "'exact' or 'schedule'"),
+    (dict(reference='zero'), '`reference` must be one of'),
     (dict(batch_size=0), '`batch_size` must be'),
     (dict(data_range=(1., 0.)), '`data_range` must be'),
     (dict(alpha=[0.9]), '2 numbers'),

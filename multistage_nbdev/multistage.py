@@ -4,19 +4,15 @@
 
 # %% ../nbs/06_multistage.ipynb #7627faa0
 from __future__ import annotations
-import ctypes, math, os, queue, threading
-from contextlib import contextmanager
 import torch
 from torch import nn, Tensor
 from torch.utils.flop_counter import FlopCounterMode
-from torch.utils._python_dispatch import _get_current_dispatch_mode
 from .intervals import Intervals
 from .unet import Encoder, Decoder, UNet, check_denoiser_input
 
 # %% auto #0
-__all__ = ['SIDE_BY_SIDE', 'ONEDNN_CACHE_CAPACITY', 'ONEDNN_CACHE_VARS', 'PAPER_INTERVALS', 'PRESETS', 'route',
-           'side_by_side_possible', 'MultistageUNet', 'raise_onednn_caches', 'SeparateUNet', 'stage_widths',
-           'build_model', 'count_params', 'gflops', 'plot_architecture']
+__all__ = ['PAPER_INTERVALS', 'PRESETS', 'route', 'MultistageUNet', 'SeparateUNet', 'stage_widths', 'build_model', 'count_params',
+           'gflops', 'plot_architecture']
 
 # %% ../nbs/06_multistage.ipynb #0a5d8a34
 def _group_by_stage(stage:Tensor, # stage index of each sample, (B,) int64
@@ -35,181 +31,14 @@ def route(stage:Tensor, # stage index of each sample, (B,)
           branches:list, # branches[k](*tensors) -> output for the samples of stage k
           x:Tensor, # inputs (B,...)
           t:Tensor, # times (B,)
-          modules:list|None=None, # modules[k] holds branch k's weights: lets the branches run side by side (below)
          ) -> Tensor: # outputs in the order of `x`
     "Run `shared` once and each stage's branch on its own samples only; scatter the results back in order."
     order, counts = _group_by_stage(stage, n_stages)
     if order is None: return branches[counts.index(stage.numel()) if stage.numel() else 0](*shared(x, t))
     pieces = [torch.split(f, counts) for f in shared(x[order], t[order])]
     ks = [k for k in range(n_stages) if counts[k]]
-    inputs = [[p[k] for p in pieces] for k in ks]
-    used = None if modules is None else [modules[k] for k in ks]
-    if used is not None and side_by_side_possible(x, used):
-        out = _side_by_side([branches[k] for k in ks], inputs, used, [counts[k] for k in ks])
-    else: out = torch.cat([branches[k](*xs) for k, xs in zip(ks, inputs)])
+    out = torch.cat([branches[k](*[p[k] for p in pieces]) for k in ks])
     return out[torch.argsort(order)]
-
-# %% ../nbs/06_multistage.ipynb #b9d02168
-def _loaded_paths(name:str) -> list:
-    "Files of the shared libraries this process has loaded whose file name contains `name` (Linux; else none)."
-    try:
-        with open('/proc/self/maps') as f: return sorted({l.split()[-1] for l in f if name in l.rsplit('/', 1)[-1]})
-    except OSError: return []
-
-def _torch_openmp():
-    "The OpenMP runtime whose thread count `torch.get_num_threads()` follows on this thread (torch's own first), or None."
-    if 'OpenMP' not in torch.__config__.parallel_info(): return None
-    here = os.path.dirname(torch.__file__)
-    for path in sorted(_loaded_paths('libgomp'), key=lambda p: not p.startswith(here)):  # other packages bring their own
-        try: omp = ctypes.CDLL(path)
-        except OSError: continue
-        n = omp.omp_get_max_threads()
-        omp.omp_set_num_threads(n + 1)
-        follows = torch.get_num_threads() == n + 1
-        omp.omp_set_num_threads(n)
-        if follows: return omp
-    return None
-
-class _ThreadCounts:
-    "Set the calling thread's own OpenMP and MKL thread counts (torch.set_num_threads sets them for every thread)."
-    def __init__(self):
-        self.gomp = _torch_openmp()
-        cpu = [ctypes.CDLL(p) for p in _loaded_paths('libtorch_cpu')[:1]]
-        self.mkl = getattr(cpu[0], 'mkl_set_num_threads_local_', None) if cpu else None
-
-    @property
-    def available(self) -> bool: return self.gomp is not None
-
-    @contextmanager
-    def __call__(self, n:int):
-        "Run the block with `n` OpenMP (and MKL) threads on this thread, then restore its counts."
-        before = self.gomp.omp_get_max_threads()
-        self.gomp.omp_set_num_threads(n)
-        mkl_before = self.mkl(ctypes.byref(ctypes.c_int(n))) if self.mkl is not None else None
-        try: yield
-        finally:
-            self.gomp.omp_set_num_threads(before)
-            if mkl_before is not None: self.mkl(ctypes.byref(ctypes.c_int(mkl_before)))
-
-_THREADS = None
-def _thread_counts() -> _ThreadCounts:
-    global _THREADS
-    if _THREADS is None: _THREADS = _ThreadCounts()
-    return _THREADS
-
-# %% ../nbs/06_multistage.ipynb #058fa5ae
-class _Helper:
-    "One long-lived daemon thread that runs the jobs it is given, one at a time (a new one after a fork)."
-    def __init__(self):
-        self.pid, self.jobs, self.done = os.getpid(), queue.SimpleQueue(), queue.SimpleQueue()
-        threading.Thread(target=self._loop, name='multistage-side-by-side', daemon=True).start()
-
-    def _loop(self):
-        torch.get_num_threads()  # torch's per-thread set-up of the thread counts, before a job changes them
-        while True:
-            job = self.jobs.get()
-            try: job(); self.done.put(None)
-            except BaseException as e: self.done.put(e)
-
-    def run(self, job):
-        "Start `job` on the helper thread; `wait` for it."
-        self.jobs.put(job)
-
-    def wait(self):
-        err = self.done.get()
-        if err is not None: raise err
-
-_HELPER = None
-def _helper() -> _Helper:
-    global _HELPER
-    if _HELPER is None or _HELPER.pid != os.getpid(): _HELPER = _Helper()
-    return _HELPER
-
-def _share_out(costs:list) -> tuple: # (the calling thread's branch indices, the helper's)
-    "Largest expected cost first, each branch to the worker with less so far (ties: the helper)."
-    mine, side, cm, cs = [], [], 0., 0.
-    for i in sorted(range(len(costs)), key=lambda i: -costs[i]):
-        if cs <= cm: side.append(i); cs += costs[i]
-        else: mine.append(i); cm += costs[i]
-    return mine, side
-
-_INSIDE = threading.local()  # .on: this thread is running branches side by side (a branch's own route runs in turn)
-
-def _run_side_by_side(job, costs:list):
-    "Run job(i) for every branch i: some on the helper thread, the rest here, each worker at half of torch's threads."
-    n, counts = torch.get_num_threads(), _thread_counts()
-    mine, side = _share_out(costs)
-    def work(n_threads, indices):
-        _INSIDE.on = True
-        try:
-            with counts(n_threads):
-                for i in indices: job(i)
-        finally: _INSIDE.on = False
-    helper = _helper()
-    helper.run(lambda: work(n // 2, side))
-    try: work(n - n // 2, mine)
-    finally: helper.wait()
-
-# %% ../nbs/06_multistage.ipynb #92cd5de9
-class _SideBySide(torch.autograd.Function):
-    "Branches forward and backward side by side; each keeps its own graph, the weights are inputs of this function."
-    @staticmethod
-    def forward(ctx, branches, n_in, n_w, costs, *flat):
-        it = iter(flat)  # each branch's inputs in turn, then each branch's weights
-        ins = [[next(it) for _ in range(n_in)] for _ in branches]
-        ws = [[next(it) for _ in range(n)] for n in n_w]
-        graphs = [None] * len(branches)
-        def job(i):
-            with torch.enable_grad():
-                xs = [x.detach().requires_grad_(x.requires_grad) for x in ins[i]]
-                graphs[i] = (xs, branches[i](*xs))
-        _run_side_by_side(job, costs)
-        ctx.graphs, ctx.ws, ctx.costs = graphs, ws, costs
-        return torch.cat([out.detach() for _, out in graphs])
-
-    @staticmethod
-    def backward(ctx, grad):
-        graphs, ws = ctx.graphs, ctx.ws
-        grads_out = torch.split(grad, [out.shape[0] for _, out in graphs])
-        got = [None] * len(graphs)
-        def job(i):
-            xs, out = graphs[i]
-            if not out.requires_grad: got[i] = ([None] * len(xs), [None] * len(ws[i])); return
-            wrt = [x for x in xs if x.requires_grad] + ws[i]
-            g = iter(torch.autograd.grad(out, wrt, grads_out[i], allow_unused=True))
-            got[i] = ([next(g) if x.requires_grad else None for x in xs], [next(g) for _ in ws[i]])
-        _run_side_by_side(job, ctx.costs)
-        ctx.graphs = None
-        return (None, None, None, None, *[g for gx, _ in got for g in gx], *[g for _, gw in got for g in gw])
-
-def _thread_local_state() -> bool:
-    "Whether this thread has autocast or a dispatch/function mode (a flop counter, say) on: a helper thread would not."
-    try: autocast = torch.is_autocast_enabled('cpu')
-    except TypeError: autocast = torch.is_autocast_cpu_enabled()  # torch < 2.4
-    return autocast or _get_current_dispatch_mode() is not None or torch._C._is_torch_function_mode_enabled()
-
-def _active_dropout(modules) -> bool:
-    "Whether any of `modules` would drop activations now (dropout in training mode with p > 0)."
-    drop = nn.modules.dropout._DropoutNd
-    return any(isinstance(m, drop) and m.training and m.p > 0 for mod in modules for m in mod.modules())
-
-SIDE_BY_SIDE = True  # False: `route` always runs the branches in turn
-
-def side_by_side_possible(x:Tensor, # the batch
-                          modules:list, # the modules of the branches that have samples
-                         ) -> bool:
-    "Whether `route` may run these branches side by side (see above); else they run in turn."
-    training = torch.is_grad_enabled() and not torch.is_inference_mode_enabled()
-    return (SIDE_BY_SIDE and len(modules) > 1 and x.device.type == 'cpu' and training and torch.get_num_threads() > 1
-            and not getattr(_INSIDE, 'on', False) and not _thread_local_state() and not _active_dropout(modules)
-            and _thread_counts().available)
-
-def _side_by_side(branches:list, inputs:list, modules:list, counts:list) -> Tensor:
-    "The branches' outputs, concatenated in order, computed side by side with gradients to inputs and weights."
-    ws = [[w for w in m.parameters() if w.requires_grad] for m in modules]
-    costs = [n * sum(w.numel() for w in m.parameters()) for n, m in zip(counts, modules)]
-    flat = [x for xs in inputs for x in xs] + [w for wl in ws for w in wl]
-    return _SideBySide.apply(branches, len(inputs[0]), [len(wl) for wl in ws], costs, *flat)
 
 # %% ../nbs/06_multistage.ipynb #e54479fb
 def _check_intervals(intervals, n:int, what:str):
@@ -270,7 +99,7 @@ class MultistageUNet(nn.Module):
         if stage is not None: return self.decoders[stage](*self.encoder(x, t))
         decode = [lambda h, emb, *skips, d=d: d(h, list(skips), emb) for d in self.decoders]
         def encode(x, t): h, skips, emb = self.encoder(x, t); return (h, emb, *skips)
-        return route(self.intervals.stage_of(t), self.n_stages, encode, decode, x, t, modules=list(self.decoders))
+        return route(self.intervals.stage_of(t), self.n_stages, encode, decode, x, t)
 
     def forward(self,
                 x:Tensor, # noisy images x_t, (B,C,H,W)
@@ -279,19 +108,6 @@ class MultistageUNet(nn.Module):
                ) -> Tensor: # predicted noise eps, (B,C,H,W)
         t = check_denoiser_input(x, t, self.in_ch, 2 ** (len(self.encoder.ch_mult) - 1))
         return self._forward(x, t, None if stage is None else _check_stage(stage, self.n_stages))
-
-# %% ../nbs/06_multistage.ipynb #c4d2a7b1
-ONEDNN_CACHE_CAPACITY = 65536
-ONEDNN_CACHE_VARS = ('ONEDNN_PRIMITIVE_CACHE_CAPACITY', 'LRU_CACHE_CAPACITY')  # oneDNN's, ideep's
-
-def raise_onednn_caches(capacity:int=ONEDNN_CACHE_CAPACITY, # kernels each cache keeps (oneDNN's default is 1,024)
-                       ) -> dict: # the two settings now in force for this process
-    "Let oneDNN keep `capacity` compiled kernels per cache (before the first convolution); a user's own settings win."
-    if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
-        raise ValueError(f"`capacity` must be a positive int, got {capacity!r}")
-    return {k: os.environ.setdefault(k, str(capacity)) for k in ONEDNN_CACHE_VARS}
-
-raise_onednn_caches()
 
 # %% ../nbs/06_multistage.ipynb #afb0ddb7
 class SeparateUNet(nn.Module):
@@ -317,7 +133,7 @@ class SeparateUNet(nn.Module):
     def _forward(self, x:Tensor, t:Tensor, stage:int|None) -> Tensor:
         run = [lambda x, t, u=u: u.decoder(*u.encoder(x, t)) for u in self.unets]
         if stage is not None: return run[stage](x, t)
-        return route(self.intervals.stage_of(t), self.n_stages, lambda x, t: (x, t), run, x, t, modules=list(self.unets))
+        return route(self.intervals.stage_of(t), self.n_stages, lambda x, t: (x, t), run, x, t)
 
     def forward(self,
                 x:Tensor, # noisy images x_t, (B,C,H,W)

@@ -20,6 +20,7 @@ from .schedules import Schedule, EDMSchedule
 from .intervals import Intervals
 from .losses import TimeSampler, UniformTime, LogNormalSigma, EDMPrecond, eps_loss
 from .persist import atomic_torch_save, atomic_write, folder_lock
+from .cpu import ThreadPolicy, raise_onednn_caches
 
 # %% auto #0
 __all__ = ['CKPT_FORMAT', 'TIME_SAMPLING', 'STAGE_CHOICE', 'ema_beta', 'EMA', 'CheckpointError', 'TrainingDiverged',
@@ -360,6 +361,8 @@ class TrainConfig:
                  progress:bool=True, # show a progress bar (rank 0)
                  num_workers:int|None=None, # DataLoader workers for a Dataset (None: the DataLoader's, else 0)
                  find_unused_parameters:bool|None=None, # DDP setting; None: True for models with several stages
+                 threads:int|str|None='auto', # CPU threads: 'auto' times steps to pick (`cpu.ThreadPolicy`); an int fixes them
+                 compile:bool|str=False, # torch.compile the training step's model: True (inductor) or a backend name
                 ): store_attr()
 
     @classmethod
@@ -386,6 +389,11 @@ class TrainConfig:
             raise ValueError(f"`grad_clip` must be positive or None, got {self.grad_clip}")
         if self.amp not in (None, 'bf16', 'fp16'):
             raise ValueError(f"`amp` must be None, 'bf16' or 'fp16', got {self.amp!r}")
+        if self.threads not in ('auto', None) and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
+                                                  or self.threads < 1):
+            raise ValueError(f"`threads` must be 'auto', None or a positive int, got {self.threads!r}")
+        if not isinstance(self.compile, (bool, str)):
+            raise ValueError(f"`compile` must be True, False or a torch.compile backend name, got {self.compile!r}")
         if self.amp == 'fp16' and device.type != 'cuda':
             raise ValueError(f"`amp='fp16'` needs a CUDA device (got {device}); use amp='bf16' on CPU")
 
@@ -720,31 +728,41 @@ def _ddp(model:nn.Module, find_unused:bool|None, where:_Placement) -> nn.Module:
     return nn.parallel.DistributedDataParallel(model, device_ids=[where.device] if where.is_cuda else None,
                                                find_unused_parameters=fu)
 
+def _compiled(net:nn.Module, how:bool|str) -> nn.Module:
+    "`net` as `torch.compile` makes it (with `how` as the backend name, or its default for True), or `net` itself."
+    if not how: return net
+    return torch.compile(net, backend='inductor' if how is True else how)
+
 def _train_loop(run:_Run, # a run from `_prepare_run`
                callback:Callable[[dict], None]|None=None, # called after every step with {'step', 'loss', 'checkpoint', 'model'}
               ) -> FitResult:
     "Train from `run.state.step` to `cfg.iters`: times and noise, one `_train_step`, then the log and checkpoints."
     st, cfg, times, where, B = run.state, run.cfg, run.times, run.state.where, run.data.batch_size
     start = st.step
-    net = _ddp(st.model, cfg.find_unused_parameters, where)
+    net = _compiled(_ddp(st.model, cfg.find_unused_parameters, where), cfg.compile)
     bar = tqdm(total=cfg.iters, initial=st.step, disable=not cfg.progress or where.rank != 0, desc='fit', unit='step',
                dynamic_ncols=True)
+    policy = ThreadPolicy(cfg.threads if where.world == 1 or cfg.threads != 'auto' else None, where.device).__enter__()
     try:
         for step, x0 in run.data.batches(st.step, cfg.iters):
+            policy.next(); t0 = time.perf_counter()
             x0 = x0.to(where.device, non_blocking=True)
             t, model_kw = times.draw(step, B, st.gen, st.stage_gen, where)
             noise = torch.randn((B, *x0.shape[1:]), generator=st.gen, device=where.device,
                                 dtype=x0.dtype)[where.share(B)]
             loss, per_sample = _train_step(st, net, x0, t, noise, run.schedule, run.weight, cfg, model_kw)
+            seconds, notes = time.perf_counter() - t0, len(policy.notes)
+            policy.done(seconds, step + 1)
+            if len(policy.notes) > notes and where.rank == 0 and cfg.progress: bar.write(f"fit: {policy.notes[-1][1]}")
             st.window.add(loss, times.stages.stage_of(t.double()).cpu(), per_sample)
             st.step = step + 1
-            bar.update(1); bar.set_postfix(loss=f'{loss:.4f}', refresh=False)
+            bar.update(1); bar.set_postfix(loss=f'{loss:.4f}', s_per_step=f'{seconds:.3g}', refresh=False)
             if st.step % cfg.log_every == 0 or st.step == cfg.iters:
                 st.history.append(st.window.record(st.step, B, st.opt.param_groups[0]['lr'], times.edges, where.world))
                 run.files.log(st.history[-1]); st.window.reset()
             if (cfg.ckpt_every and st.step % cfg.ckpt_every == 0) or st.step == cfg.iters: run.files.save(st)
             if callback is not None: callback(dict(step=st.step, loss=loss, checkpoint=st.checkpoint, model=st.model))
-    finally: bar.close()
+    finally: bar.close(); policy.__exit__()
     return FitResult(st.model, st.ema.model, st.history, st.step, start, st.checkpoint, run.files.log_path, run.config)
 
 # %% ../nbs/08_train.ipynb #f0895648
@@ -774,6 +792,7 @@ def fit(model:nn.Module, # any denoiser model(x_t, t) -> eps; a multistage model
     unknown = set(settings) - set(TrainConfig.defaults())
     if unknown: raise TypeError(f"fit got unknown settings {sorted(unknown)}; see `TrainConfig` for the ones there are")
     cfg = TrainConfig(**settings)
+    raise_onednn_caches()  # before the first convolution, if this process has run none yet (`cpu`)
     where, created_group = _setup_distributed(_default_device(device, model))
     try:
         lock = folder_lock(cfg.ckpt_dir) if cfg.ckpt_dir is not None and where.rank == 0 else nullcontext()

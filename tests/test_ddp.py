@@ -1,6 +1,5 @@
 """DDP: `fit` under torchrun with 2 gloo processes on CPU ends with the same weights on both ranks, close to one process.
-'mixed2' is the mixed run at two threads per process, where the decoders run side by side (`multistage.route`): their
-weights' gradients come back through one autograd function, and DDP must still see and average every one of them."""
+'mixed2' is the mixed run at two threads per process (under DDP the thread policy leaves torch's count alone)."""
 import os, shutil, subprocess, sys, textwrap
 from pathlib import Path
 import pytest

@@ -87,7 +87,7 @@ def test_each_training_setting_is_defined_once():
     training = set(train.TrainConfig.defaults())
     job = {f.name for f in fields(pipeline.MainJob)}
     own = {'MainJob': {'iters', 'time_sampling'},  # the main job's own length and recipe, not fit's defaults
-           'train_cli': {'resume'}}                # a command-line flag
+           'train_cli': {'resume', 'compile'}}     # command-line flags
     takers = [(cli.train_cli, training), (experiment.Recipe, training), (pipeline.MainJob, training), (cli.main_cli, job)]
     for obj, names in takers:
         written = {k for k, lit in _literal_defaults(obj).items() if lit and k in names} - own.get(obj.__name__, set())

@@ -7,7 +7,7 @@ Not collected by pytest (the file name does not start with `test_`). Run from th
     python tests/benchmarks/decoder_cost.py --sizes 4,8,16,32,64 --reps 9 --threads 1,0 --preset small
 
 For every decoder (the unified model's, and decoder k of the multistage model with the Algorithm 1 intervals of the bundled
-digits, 0.196 / 0.749) and every batch size n of `--sizes`, the encoder's outputs for n images are made leaves that require
+digits, 0.196 / 0.406) and every batch size n of `--sizes`, the encoder's outputs for n images are made leaves that require
 gradients, and one call is the decoder's forward, the loss `out.square().mean()` and `backward()` (weight gradients and
 the gradients of the encoder's outputs, as in training). All (decoder, n) pairs are timed in turn, `--reps` times in a
 rotating order, and the median is kept; a least-squares line T(n) = a + b n then splits the cost into `a`, paid once per
@@ -131,7 +131,7 @@ def main(argv=None):
     p.add_argument('--reps', type=int, default=7, help='timed calls per (decoder, batch size)')
     p.add_argument('--batch', type=int, default=64, help='the mixed batch of the prediction')
     p.add_argument('--threads', default='1,0', help="comma-separated torch CPU thread counts; 0: the machine's default")
-    p.add_argument('--intervals', default='0.196,0.749', help='stage boundaries (default: Algorithm 1 on the bundled digits)')
+    p.add_argument('--intervals', default='0.196,0.406', help='stage boundaries (default: Algorithm 1 on the bundled digits)')
     p.add_argument('--seed', type=int, default=0)
     a = p.parse_args(argv)
     if a.reps < 1: raise SystemExit('--reps must be >= 1')

@@ -5,7 +5,6 @@ Not collected by pytest (the file name does not start with `test_`). Run from th
 
     python tests/benchmarks/fit_step.py                        # 'small' preset, batch 64, 1 thread and the default count
     python tests/benchmarks/fit_step.py --steps 15 --rounds 3 --threads 1,0 --batch 64 --preset small
-    python tests/benchmarks/fit_step.py --intervals 0.196,0.694 # interval-weighted GFLOPs = the unified model's (+-0.1%)
     python tests/benchmarks/fit_step.py --arms mixed --threads 1 # only these arms beside the unified one
     python tests/benchmarks/fit_step.py --channels-last         # every arm's weights and activations in NHWC order
     python tests/benchmarks/fit_step.py --data fashionmnist --overrides unified_ch=8 enc_ch=8 'dec_chs=(12,8,4)' \
@@ -16,9 +15,7 @@ digits (resized to the preset's image size; `--data` names another data set, `--
 Adam, EMA, gradient clipping and the per-stage log included:
   unified   the unified U-Net, times drawn over [0,1] (`time_sampling='mixed'`)
   stage     multistage, one stage per step drawn uniformly (`'stage'`, the paper's DPM-Solver code)
-  mixed     multistage, every batch covers all intervals and is routed sample by sample (`'mixed'`); with two or more
-            threads its decoders run side by side (`multistage.route`)
-  in-turn   the mixed arm with `multistage.SIDE_BY_SIDE = False`: the decoders one after the other at all threads
+  mixed     multistage, every batch covers all intervals and is routed sample by sample (`'mixed'`)
   rank      multistage, `'rank'` in one process: the stages rotate step by step
   separate  one U-Net per interval (`build_model(preset, 'separate', intervals)`), one stage per step
   twin      the unified arm again, timed like the others: its ratio to unified is this run's noise, not a cost
@@ -45,16 +42,16 @@ their partner needs: on two shared cores a 2-thread step measured 5-10x slower t
 printed before and after the run; `OMP_WAIT_POLICY=PASSIVE python tests/benchmarks/fit_step.py` measures the multi-thread
 steps without the spinning (it must be set before the process starts).
 
-The last line is `ratio=<x>`: the worst, over the arms other than unified, twin and in-turn and over the thread counts, of
+The last line is `ratio=<x>`: the worst, over the arms other than unified and twin and over the thread counts, of
 (arm's time per step / unified time per step) / (arm's FLOPs per step / unified FLOPs per step), on the `--clock` clock
 (CPU time by default: steadier on a shared machine; at one thread it equals an idle machine's wall time). 1 means the arm
 costs what its FLOPs say; above 1 is overhead that the FLOP count does not show. The line ends with the twin arm's
-figures at each thread count: an arm whose ratio is closer to 1 than the twin's is within this run's noise; then the
-in-turn arm's, what mixed batches cost without the decoders side by side.
+figures at each thread count: an arm whose ratio is closer to 1 than the twin's is within this run's noise.
+
+Every arm runs `fit` with `threads=` the count being measured, so the thread policy (`multistage_nbdev.cpu`) stays out of it.
 """
 import argparse, copy, os, platform, statistics, time, warnings
 import torch
-import multistage_nbdev.multistage as multistage
 from multistage_nbdev.intervals import Intervals
 from multistage_nbdev.data import dataset_tensor
 from multistage_nbdev.multistage import PRESETS, build_model, gflops
@@ -63,8 +60,7 @@ from multistage_nbdev.train import fit
 from multistage_nbdev.cli import parse_overrides
 
 ARMS = {'unified': ('unified', 'mixed'), 'stage': ('multistage', 'stage'), 'mixed': ('multistage', 'mixed'),
-        'in-turn': ('multistage', 'mixed'), 'rank': ('multistage', 'rank'), 'separate': ('separate', 'stage'),
-        'twin': ('unified', 'mixed')}
+        'rank': ('multistage', 'rank'), 'separate': ('separate', 'stage'), 'twin': ('unified', 'mixed')}
 
 
 def timed_fit(model, mode, data, warm, steps, batch, seed) -> tuple:
@@ -74,7 +70,7 @@ def timed_fit(model, mode, data, warm, steps, batch, seed) -> tuple:
     with warnings.catch_warnings():  # 'rank' in one process warns that the stages rotate: that is what this arm measures
         warnings.simplefilter('ignore', UserWarning)
         res = fit(copy.deepcopy(model), data, VPSchedule('linear'), iters=warm + steps, batch_size=batch, time_sampling=mode,
-                  seed=seed, log_every=1, progress=False, callback=stamp)
+                  seed=seed, log_every=1, progress=False, callback=stamp, threads=torch.get_num_threads())
     counts = [sum(r['stage_count'][k] for r in res.history[warm:]) for k in range(len(res.history[-1]['stage_count']))]
     return torch.tensor(marks[warm - 1:], dtype=torch.float64).diff(dim=0), counts
 
@@ -93,7 +89,7 @@ def main(argv=None):
     p.add_argument('--warm', type=int, default=2, help='untimed fit steps before them')
     p.add_argument('--rounds', type=int, default=3)
     p.add_argument('--threads', default='1,0', help="comma-separated torch CPU thread counts; 0: the machine's default")
-    p.add_argument('--intervals', default='0.196,0.749', help='stage boundaries (default: Algorithm 1 on the bundled digits)')
+    p.add_argument('--intervals', default='0.196,0.406', help='stage boundaries (default: Algorithm 1 on the bundled digits)')
     p.add_argument('--clock', choices=('cpu', 'wall'), default='cpu', help='clock of the ratio line (both are printed)')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--arms', default=','.join(ARMS), help='comma-separated arms to time (unified is always timed)')
@@ -133,9 +129,7 @@ def main(argv=None):
         for n in threads[::1 if r % 2 == 0 else -1]:
             torch.set_num_threads(n)
             for arm in list(arms)[::1 if r % 2 == 0 else -1]:
-                multistage.SIDE_BY_SIDE = arm != 'in-turn'
-                try: dt, counts[arm] = timed_fit(models[arm], arms[arm][1], data, a.warm, a.steps, a.batch, a.seed)
-                finally: multistage.SIDE_BY_SIDE = True
+                dt, counts[arm] = timed_fit(models[arm], arms[arm][1], data, a.warm, a.steps, a.batch, a.seed)
                 times[n, arm].append(dt)
         print(f"round {r + 1} (ms per step, wall/CPU): " + ', '.join(
             f"{arm}@{n} {times[n, arm][-1][:, 0].mean() * 1e3:.0f}/{times[n, arm][-1][:, 1].mean() * 1e3:.0f}"
@@ -144,7 +138,7 @@ def main(argv=None):
     print(f"load average at the end {os.getloadavg()[0]:.1f} (1 min), {os.getloadavg()[1]:.1f} (5 min)")
 
     flops = {arm: sum(c * g for c, g in zip(counts[arm], stage_gf[arm])) / sum(counts[arm]) for arm in arms}
-    worst, where, twin, in_turn = 0., None, {}, {}
+    worst, where, twin = 0., None, {}
     for n in threads:
         med = {arm: per_step(times[n, arm], 'median') for arm in arms}
         best = {arm: per_step(times[n, arm], 'min') for arm in arms}
@@ -158,10 +152,9 @@ def main(argv=None):
                   f"{wr:6.3f} {cr:6.3f} {wr / fr:9.3f} {cr / fr:8.3f} {best[arm][1] / best['unified'][1] / fr:13.3f}")
             key = (cr if a.clock == 'cpu' else wr) / fr
             if arm == 'twin': twin[n] = key
-            elif arm == 'in-turn': in_turn[n] = key
             elif arm != 'unified' and key > worst: worst, where = key, f"{arm} at {n} thread{'s' * (n > 1)}"
     at = lambda d: ', '.join(f"{v:.3f} at {n} thread{'s' * (n > 1)}" for n, v in d.items()) or 'not run'
-    noise = at(twin) + (f"; mixed in turn: {at(in_turn)}" if in_turn else '')
+    noise = at(twin)
     print(f"ratio={worst:.3f} worst (fit step time / unified) / (FLOPs per step / unified), {a.clock} time, "
           f"{where}; preset {a.preset}, batch {a.batch}; twin (noise): {noise}")
 

@@ -290,7 +290,7 @@ def main(argv=None):
     p.add_argument('--warm', type=int, default=1, help='untimed fit steps before them')
     p.add_argument('--rounds', type=int, default=3)
     p.add_argument('--threads', default='1,2', help='comma-separated torch CPU thread counts')
-    p.add_argument('--intervals', default='0.196,0.749', help='stage boundaries (default: Algorithm 1 on the bundled digits)')
+    p.add_argument('--intervals', default='0.196,0.406', help='stage boundaries (default: Algorithm 1 on the bundled digits)')
     p.add_argument('--clock', choices=('cpu', 'wall'), default='cpu', help='clock of the tables and the ratio line')
     p.add_argument('--seed', type=int, default=0)
     a = p.parse_args(argv)

@@ -9,14 +9,14 @@ Not collected by pytest (the file name does not start with `test_`). Run from th
 A mixed batch of 64 gives each decoder of the `small` multistage model a different number of samples at every step, and
 oneDNN compiles a convolution kernel for every exact shape. Each capacity runs in a fresh process (the caches are sized
 when oneDNN builds its first kernel, from `ONEDNN_PRIMITIVE_CACHE_CAPACITY` and `LRU_CACHE_CAPACITY`). In each process the
-unified and the multistage `small` models (Algorithm 1 intervals of the bundled digits, 0.196 / 0.749) alternate forward +
+unified and the multistage `small` models (Algorithm 1 intervals of the bundled digits, 0.196 / 0.406) alternate forward +
 backward of the eps loss on batch 64, with fresh times every step (the same times for both models); the median wall time
 over each window of `--window` steps is printed with the peak memory of the process.
 
 The last line is `ratio=<x>`: the multistage / unified time over the last window with the largest capacity.
 """
 import argparse, json, os, resource, statistics, subprocess, sys, time
-from multistage_nbdev.multistage import ONEDNN_CACHE_VARS
+from multistage_nbdev.cpu import ONEDNN_CACHE_VARS
 
 
 def child(steps:int, window:int, threads:int):
@@ -27,7 +27,7 @@ def child(steps:int, window:int, threads:int):
     from multistage_nbdev.losses import eps_loss
     from multistage_nbdev.schedules import VPSchedule
     torch.set_num_threads(threads)
-    iv = Intervals([0.196, 0.749])
+    iv = Intervals([0.196, 0.406])
     models = {'unified': build_model('small', 'unified', iv, seed=0), 'multistage': build_model('small', 'multistage', iv, seed=0)}
     sch, g = VPSchedule('linear'), torch.Generator().manual_seed(0)
     x0, noise = torch.rand(64, 1, 16, 16, generator=g) * 2 - 1, torch.randn(64, 1, 16, 16, generator=g)

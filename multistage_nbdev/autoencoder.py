@@ -11,6 +11,7 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import nn, Tensor
 from .persist import atomic_torch_save
+from .checks import check_ints
 
 # %% auto #0
 __all__ = ['CKPT_FORMAT', 'Codec', 'check_scale_factor', 'LatentAutoencoder', 'DiagonalGaussian', 'KLAutoencoder',
@@ -91,9 +92,7 @@ class KLAutoencoder(nn.Module, LatentAutoencoder):
         super().__init__()
         if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1 or factor & (factor - 1):
             raise ValueError(f"`factor` must be a power of 2 (1, 2, 4, ...), got {factor!r}")
-        for name, v in dict(in_ch=in_ch, latent_ch=latent_ch, ch=ch, num_res_blocks=num_res_blocks).items():
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"`{name}` must be a positive int, got {v!r}")
+        check_ints(in_ch=in_ch, latent_ch=latent_ch, ch=ch, num_res_blocks=num_res_blocks)
         self.config = dict(in_ch=in_ch, latent_ch=latent_ch, factor=factor, ch=ch, num_res_blocks=num_res_blocks)
         n_down = factor.bit_length() - 1
         widths = [ch * min(2, 2 ** i) for i in range(n_down + 1)]   # ch, 2ch, 2ch, ...

@@ -16,7 +16,7 @@ from .train import fit, newest_checkpoint, CheckpointError, TrainingDiverged, Tr
 from .pipeline import run_main, comparison_table, sample_checkpoint, evaluate_samples, MainJob
 
 # %% auto #0
-__all__ = ['parse_overrides', 'train_cli', 'cluster_cli', 'main_cli', 'sample_cli', 'evaluate_cli', 'convert_inception_cli']
+__all__ = ['train_cli', 'cluster_cli', 'main_cli', 'sample_cli', 'evaluate_cli', 'convert_inception_cli']
 
 # %% ../nbs/16_cli.ipynb #80e014ae
 def _make_schedule(name:str, # 'vp-linear', 'vp-cosine' or 'edm'
@@ -25,7 +25,7 @@ def _make_schedule(name:str, # 'vp-linear', 'vp-cosine' or 'edm'
     try: return get_schedule(name)
     except ValueError: raise UserError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {name!r}") from None
 
-def parse_overrides(pairs:list|None, # KEY=VALUE strings from the command line (values read as Python literals)
+def _parse_overrides(pairs:list|None, # KEY=VALUE strings from the command line (values read as Python literals)
                    ) -> dict:
     "`['ch_mult=(1,2)', 'dropout=0.1']` -> `{'ch_mult': (1, 2), 'dropout': 0.1}`."
     out = {}
@@ -139,7 +139,7 @@ def train_cli(preset:str='small', # model configuration: small, tiny, cifar10 or
     if arch not in ('unified', 'separate', 'multistage'):
         raise UserError(f"--arch must be unified, separate or multistage, got {arch!r}")
     ckpt = check_output_path(ckpt_dir, '--ckpt-dir')
-    ov, sch = parse_overrides(overrides), _make_schedule(schedule)
+    ov, sch = _parse_overrides(overrides), _make_schedule(schedule)
     try: omega = loss_weight(weight, sch)
     except ValueError as e: raise UserError(f"--weight: {e}") from None
     if omega is not None and schedule == 'edm':
@@ -230,7 +230,8 @@ def main_cli(out_dir:str='runs/main', # run folder; running the same command aga
     check_output_path(out_dir, '--out-dir')
     try: rep = run_main(out_dir, dataset=dataset, root=root, size=size, preset=preset, iters=iters,
                         batch_size=batch_size, K=K, alpha=alpha, schedule=schedule, n_samples=n_samples, solver=solver,
-                        nfe=nfe, compare=compare, time_sampling=time_sampling, device=device, seed=seed, compile=compile)
+                        nfe=nfe, compare=compare, time_sampling=time_sampling, device=device, seed=seed,
+                        compile=compile)
     except (ValueError, TypeError, FileNotFoundError) as e: raise UserError(str(e)) from None
     print(f"intervals {', '.join(f'{b:.3f}' for b in rep['intervals']['boundaries'])} (Algorithm 1)")
     print(comparison_table(rep))

@@ -4,8 +4,9 @@
 
 # %% ../nbs/01f_cpu.ipynb #53d57739
 from __future__ import annotations
-import os, statistics, time
+import os, statistics
 import torch
+from .checks import check_ints
 
 # %% auto #0
 __all__ = ['ONEDNN_CACHE_CAPACITY', 'ONEDNN_CACHE_VARS', 'raise_onednn_caches', 'user_set_threads', 'ThreadPolicy']
@@ -17,15 +18,14 @@ ONEDNN_CACHE_VARS = ('ONEDNN_PRIMITIVE_CACHE_CAPACITY', 'LRU_CACHE_CAPACITY')  #
 def raise_onednn_caches(capacity:int=ONEDNN_CACHE_CAPACITY, # kernels each cache keeps (oneDNN's default is 1,024)
                        ) -> dict: # the two settings now in force for this process
     "Let oneDNN keep `capacity` compiled kernels per cache (before the first convolution); a user's own settings win."
-    if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
-        raise ValueError(f"`capacity` must be a positive int, got {capacity!r}")
+    check_ints(capacity=capacity)
     return {k: os.environ.setdefault(k, str(capacity)) for k in ONEDNN_CACHE_VARS}
 
 # %% ../nbs/01f_cpu.ipynb #b31ab874
 _IMPORT_THREADS = torch.get_num_threads()
 
 def user_set_threads() -> bool:
-    "Whether the user chose the CPU thread count: OMP_NUM_THREADS / MKL_NUM_THREADS, or torch.set_num_threads since import."
+    "Whether the user chose the CPU thread count: OMP_NUM_THREADS, MKL_NUM_THREADS or torch.set_num_threads."
     return bool(os.environ.get('OMP_NUM_THREADS') or os.environ.get('MKL_NUM_THREADS')) or \
         torch.get_num_threads() != _IMPORT_THREADS
 
@@ -90,7 +90,8 @@ class ThreadPolicy:
         if first or new != self.best:
             why = (f"{n} threads took {tn:.3g} s per step and 1 thread {t1:.3g} s; running at {new}")
             if new == 1 and tn > 1.5 * t1:
-                why += (": another program is keeping a core busy, so the threads wait for each other; free the machine "
+                why += (": another program is keeping a core busy, so the threads wait for each other; free the "
+                        "machine "
                         "for full speed, or set OMP_NUM_THREADS=1 to skip these trials")
             self.notes.append((step, why))
         self.best, self.current, self.since = new, new, 0

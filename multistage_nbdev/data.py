@@ -15,10 +15,9 @@ from torch.utils.data import Dataset
 from PIL import Image
 
 # %% auto #0
-__all__ = ['LUMA', 'GREY_MODES', 'BUNDLED_SPLIT', 'IDX_FILES', 'DEBIAN_FASHION_MNIST', 'DEFAULT_ROOTS', 'TORCHVISION_FOLDERS',
-           'DATASETS', 'ALIASES', 'SPLITS', 'prepare_images', 'pad_images', 'ImageFiles', 'open_image', 'ImageDataset',
-           'as_tensor', 'stratified_split', 'expected_files', 'read_idx', 'find_idx_files', 'from_torchvision',
-           'dataset_key', 'resolve_dataset', 'get_dataset', 'dataset_tensor', 'show_grid']
+__all__ = ['DEFAULT_ROOTS', 'DATASETS', 'ALIASES', 'SPLITS', 'prepare_images', 'pad_images', 'ImageFiles', 'open_image',
+           'ImageDataset', 'as_tensor', 'stratified_split', 'expected_files', 'read_idx', 'find_idx_files',
+           'from_torchvision', 'dataset_key', 'resolve_dataset', 'get_dataset', 'dataset_tensor', 'show_grid']
 
 # %% ../nbs/01_data.ipynb #b11249ae
 def _check_size(size) -> tuple[int,int]|None:
@@ -42,7 +41,7 @@ def _check_value_range(value_range) -> tuple[float,float]:
     return lo, hi
 
 # %% ../nbs/01_data.ipynb #9f7b4650
-LUMA = (0.299, 0.587, 0.114)  # ITU-R 601 weights of R, G, B in grey = luma (PIL's 'L' conversion)
+_LUMA = (0.299, 0.587, 0.114)  # ITU-R 601 weights of R, G, B in grey = luma (PIL's 'L' conversion)
 
 def prepare_images(raw:Tensor, # integer-valued pixels in [0, max_value], (B,C,H,W) with C = 1 or 3
                    max_value:float=255., # value of a white pixel: 255 for 8-bit images, 16 for `digits`
@@ -55,7 +54,7 @@ def prepare_images(raw:Tensor, # integer-valued pixels in [0, max_value], (B,C,H
     if raw.dim() != 4 or raw.shape[1] not in (1, 3):
         raise ValueError(f"`raw` must have shape (B,1|3,H,W), got {tuple(raw.shape)}")
     x = raw.float() / max_value
-    if channels == 1 and x.shape[1] == 3: x = (x * torch.tensor(LUMA).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    if channels == 1 and x.shape[1] == 3: x = (x * torch.tensor(_LUMA).view(1, 3, 1, 1)).sum(1, keepdim=True)
     if size is not None and tuple(x.shape[-2:]) != size:
         x = F.interpolate(x, size=size, mode='bilinear', antialias=True, align_corners=False)
     if channels == 3 and x.shape[1] == 1: x = x.expand(-1, 3, -1, -1)
@@ -75,7 +74,7 @@ def pad_images(x:Tensor, # images, (B,C,H,W)
     return F.pad(x, (dw // 2, dw - dw // 2, dh // 2, dh - dh // 2), value=value)
 
 # %% ../nbs/01_data.ipynb #6bc02b0f
-GREY_MODES = {'1', 'L', 'LA', 'I', 'I;16', 'F'}  # PIL modes read as one channel
+_GREY_MODES = {'1', 'L', 'LA', 'I', 'I;16', 'F'}  # PIL modes read as one channel
 
 class ImageFiles:
     "Lazy uint8 access to image files, each converted to `channels` (1 or 3) on load."
@@ -153,11 +152,11 @@ def as_tensor(ds:Dataset, # an `ImageDataset`, or any dataset of (C,H,W) tensors
     return torch.stack(images)
 
 # %% ../nbs/01_data.ipynb #cd2d87e0
-BUNDLED_SPLIT = dict(test_fraction=0.2, seed=0)  # the fixed split of the bundled datasets
+_BUNDLED_SPLIT = dict(test_fraction=0.2, seed=0)  # the fixed split of the bundled datasets
 
 def stratified_split(labels:Tensor|np.ndarray, # class of every item, (N,)
-                     test_fraction:float=BUNDLED_SPLIT['test_fraction'], # test share of each class (rounded half up)
-                     seed:int=BUNDLED_SPLIT['seed'], # seed of NumPy's legacy RandomState
+                     test_fraction:float=_BUNDLED_SPLIT['test_fraction'], # test share of each class (rounded half up)
+                     seed:int=_BUNDLED_SPLIT['seed'], # seed of NumPy's legacy RandomState
                     ) -> tuple[np.ndarray, np.ndarray]: # train and test indices, each round-robin over the classes
     "Seeded class-stratified train/test split with class-balanced prefixes."
     labels = np.asarray(labels)
@@ -196,10 +195,10 @@ def _bundled(name, split, **prep) -> ImageDataset:
     return ImageDataset(pixels[idx], labels[idx], [str(i) for i in range(10)], white, name=name, split=split, **prep)
 
 # %% ../nbs/01_data.ipynb #c3d6ea70
-IDX_FILES = ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte', 't10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte')
-DEBIAN_FASHION_MNIST = Path('/usr/share/datasets/fashion-mnist')  # `apt-get install dataset-fashion-mnist` puts it here
-DEFAULT_ROOTS = {'fashionmnist': DEBIAN_FASHION_MNIST}  # read when `get_dataset` is given no `root`
-TORCHVISION_FOLDERS = {'mnist': 'MNIST', 'fashionmnist': 'FashionMNIST'}  # torchvision's layout: root/<folder>/raw/
+_IDX_FILES = ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte', 't10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte')
+_DEBIAN_FASHION_MNIST = Path('/usr/share/datasets/fashion-mnist')  # from `apt-get install dataset-fashion-mnist`
+DEFAULT_ROOTS = {'fashionmnist': _DEBIAN_FASHION_MNIST}  # read when `get_dataset` is given no `root`
+_TORCHVISION_FOLDERS = {'mnist': 'MNIST', 'fashionmnist': 'FashionMNIST'}  # torchvision's layout: root/<folder>/raw/
 _IDX_URLS = {'mnist': 'https://yann.lecun.com/exdb/mnist/',
              'fashionmnist': 'https://github.com/zalandoresearch/fashion-mnist'}
 _CIFAR10_FILES = [f'data_batch_{i}' for i in range(1, 6)] + ['test_batch', 'batches.meta']
@@ -209,15 +208,15 @@ def expected_files(name:str, # 'mnist', 'fashionmnist' or 'cifar10'
                   ) -> tuple[list[Path], str]: # the files (in the published layout) and how to get them
     "The files an on-disk dataset needs under `root`, and how to get them."
     root = Path(root)
-    if name in TORCHVISION_FOLDERS:
-        how = (f"put the four official files {', '.join(f + '.gz' for f in IDX_FILES)} (from {_IDX_URLS[name]}) "
-               f"directly in {root} or in {root / TORCHVISION_FOLDERS[name] / 'raw'}, gzipped or not "
+    if name in _TORCHVISION_FOLDERS:
+        how = (f"put the four official files {', '.join(f + '.gz' for f in _IDX_FILES)} (from {_IDX_URLS[name]}) "
+               f"directly in {root} or in {root / _TORCHVISION_FOLDERS[name] / 'raw'}, gzipped or not "
                f"(or in a folder of yours, passed as `root`)")
         if name == 'fashionmnist':
             how = ("`apt-get install dataset-fashion-mnist` (Debian/Ubuntu: installs them into "
-                   f"{DEBIAN_FASHION_MNIST}, "
+                   f"{_DEBIAN_FASHION_MNIST}, "
                    f"where get_dataset looks when no `root` is given), or {how}")
-        return [root / f'{f}.gz' for f in IDX_FILES], how
+        return [root / f'{f}.gz' for f in _IDX_FILES], how
     return [root / 'cifar-10-batches-py' / f for f in _CIFAR10_FILES], \
         "extract cifar-10-python.tar.gz (https://www.cs.toronto.edu/~kriz/cifar.html) into root"
 
@@ -244,10 +243,10 @@ def read_idx(path:str|Path, # an unsigned-byte IDX file, gzip-compressed when it
 # %% ../nbs/01_data.ipynb #e74f0f7b
 def find_idx_files(name:str, # 'mnist' or 'fashionmnist'
                    root:str|Path, # the folder holding the files, or torchvision's <Folder>/raw/ under it
-                  ) -> dict[str, Path|None]: # each name of `IDX_FILES` -> the file found, None where there is none
+                  ) -> dict[str, Path|None]: # each name of `_IDX_FILES` -> the file found, None where there is none
     "Find the four official IDX files of `name` in either layout (flat or torchvision's), gzipped or not."
-    places = [Path(root), Path(root) / TORCHVISION_FOLDERS[name] / 'raw']
-    return {f: next((p / n for p in places for n in (f, f + '.gz') if (p / n).is_file()), None) for f in IDX_FILES}
+    places = [Path(root), Path(root) / _TORCHVISION_FOLDERS[name] / 'raw']
+    return {f: next((p / n for p in places for n in (f, f + '.gz') if (p / n).is_file()), None) for f in _IDX_FILES}
 
 # %% ../nbs/01_data.ipynb #cebd5a08
 def from_torchvision(tv_ds:Dataset, # torchvision MNIST/FashionMNIST/CIFAR10 (uint8 `.data`, `.targets`) or ImageFolder
@@ -276,7 +275,7 @@ def _from_image_folder(tv_ds, size=None, **prep) -> ImageDataset:
     paths, labels = [p for p, _ in tv_ds.samples], [l for _, l in tv_ds.samples]
     sizes, grey = {}, True
     for p in paths:
-        with open_image(p) as im: sizes.setdefault(im.size[::-1], p); grey &= im.mode in GREY_MODES
+        with open_image(p) as im: sizes.setdefault(im.size[::-1], p); grey &= im.mode in _GREY_MODES
     if size is None and len(sizes) > 1:
         (s1, p1), (s2, p2) = list(sizes.items())[:2]
         raise ValueError(f"`size` must be given for {tv_ds.root}: its images differ in size, e.g. {p1} is "
@@ -319,7 +318,7 @@ def _on_disk(name, root, split, download, **prep) -> ImageDataset:
                              f"name>/ ({e})") from None
         return from_torchvision(tv_ds, name=name, split=split, **prep)
     files, origin = expected_files(name, root)
-    if name in TORCHVISION_FOLDERS:
+    if name in _TORCHVISION_FOLDERS:
         found = find_idx_files(name, root)
         if None not in found.values(): return _from_idx(name, found, split, **prep)
         missing = [f'{f}(.gz)' for f, p in found.items() if p is None]

@@ -18,20 +18,20 @@ from .intervals import Intervals
 from .schedules import get_schedule
 from .clustering import run_clustering
 from .losses import TimeSampler, EDMPrecond, precondition
-from .multistage import PRESETS, build_model, count_params, gflops
+from .multistage import PRESETS, build_model, count_params, gflops, route
 from .train import fit, read_log, list_checkpoints, checked_device, TrainConfig, _jsonable
 from tqdm.auto import tqdm
-from .metrics import (fid_from_sets, image_features, heldout_loss, noise_like_share,
-                                      paper_training_pflops, training_pflops)
+from .metrics import fid_from_sets, image_features
+from .diagnostics import heldout_loss, noise_like_share, paper_training_pflops, training_pflops
 from .samplers import sample, check_solver
 from .data import dataset_tensor
 from .cpu import ThreadPolicy, raise_onednn_caches
+from .checks import check_ints
 
 # %% auto #0
-__all__ = ['CURVE_FORMAT', 'HARNESS', 'run_sample', 'preset_for_images', 'Setting', 'RestrictedTime', 'StageComposite', 'Recipe',
-           'CurveData', 'Measure', 'load_ema', 'seeded_model', 'measure_milestone', 'train_curve', 'parallel_curves',
-           'reach_ratio', 'recent_gain', 'saturation_point', 'stage_images', 'steady_seconds', 'seed_stats', 'differs',
-           'plot_curves']
+__all__ = ['HARNESS', 'run_sample', 'preset_for_images', 'Setting', 'RestrictedTime', 'StageComposite', 'Recipe', 'CurveData',
+           'Measure', 'load_ema', 'seeded_model', 'measure_milestone', 'train_curve', 'parallel_curves', 'reach_ratio',
+           'recent_gain', 'saturation_point', 'stage_images', 'steady_seconds', 'seed_stats', 'differs', 'plot_curves']
 
 # %% ../nbs/12_experiment.ipynb #90a85ffa
 class _TimedModel:
@@ -55,9 +55,7 @@ def run_sample(model:torch.nn.Module, # denoiser model(x_t, t) -> eps (use the E
                progress:bool=False, # a progress bar over the batches
               ):
     "Generate `shape[0]` images in batches; returns (images in [-1,1] (N,C,H,W), info dict)."
-    for name, v in (('n', shape[0]), ('batch_size', batch_size)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"`{name}` must be a positive int, got {v!r}")
+    check_ints(n=shape[0], batch_size=batch_size)
     device, _ = checked_device(device), check_solver(solver, nfe)
     g = torch.Generator(device).manual_seed(seed)
     net = model.net if isinstance(model, EDMPrecond) else model
@@ -141,14 +139,10 @@ class StageComposite(nn.Module):
         self.models, self.routing = nn.ModuleList(models), intervals  # not `.intervals`: that marks a multistage model
     def forward(self, x:Tensor, t:Tensor) -> Tensor:
         t = torch.as_tensor(t, device=x.device, dtype=x.dtype).expand(len(x))
-        stage, out = self.routing.stage_of(t), torch.empty_like(x)
-        for k, m in enumerate(self.models):
-            idx = (stage == k).nonzero().squeeze(1)
-            if len(idx): out[idx] = m(x[idx], t[idx])
-        return out
+        return route(self.routing.stage_of(t), len(self.models), lambda x, t: (x, t), list(self.models), x, t)
 
 # %% ../nbs/12_experiment.ipynb #350a6eb4
-CURVE_FORMAT = 2  # curve.json: the training settings, and per milestone the measure settings it was measured with
+_CURVE_FORMAT = 2  # curve.json: the training settings, and per milestone the measure settings it was measured with
 
 _TRAIN = TrainConfig.defaults()  # fit's settings and their defaults, defined once in `train.TrainConfig`
 HARNESS = {**_TRAIN, 'lr': 1e-3, 'warmup': 100, 'ema_halflife': 2000.}  # experiment recipe: faster, warmed up, averaged
@@ -279,7 +273,7 @@ def train_curve(name:str, # run name: the folder `out_dir/name`
     "Train one model to each milestone in turn (one resumable run), measuring held-out loss, FID and cost; cached."
     recipe, measure = recipe or Recipe(), measure or Measure()
     raise_onednn_caches()  # before the first convolution of this process, if it ran none yet (`cpu`)
-    run, (C, H, W) = Path(out_dir) / name, tuple(data.train.shape[1:])
+    run, (C, H, _) = Path(out_dir) / name, tuple(data.train.shape[1:])
     milestones = sorted(int(m) for m in measure.milestones)
     if not milestones or milestones[0] <= 0:
         raise ValueError(f"`milestones` must be positive iteration counts, got {milestones}")
@@ -289,8 +283,8 @@ def train_curve(name:str, # run name: the folder `out_dir/name`
     mkey = _measure_key(measure, data, compose)                            # what the measurements depend on besides
     path = run / 'curve.json'
     curve = json.loads(path.read_text()) if path.exists() else None
-    if curve is None or curve.get('format') != CURVE_FORMAT or curve['config'] != config:
-        curve = dict(format=CURVE_FORMAT, name=name, config=config, info={}, trained={}, rows=[])
+    if curve is None or curve.get('format') != _CURVE_FORMAT or curve['config'] != config:
+        curve = dict(format=_CURVE_FORMAT, name=name, config=config, info={}, trained={}, rows=[])
     net = seeded_model(recipe.preset, recipe.arch, intervals, recipe.seed,
                        **{**preset_for_images(recipe.preset, C, H), **recipe.model_kw})
     g, p, model = gflops(net), count_params(net), precondition(net, schedule)  # EDM's preconditioning on its schedule
@@ -340,8 +334,7 @@ def parallel_curves(jobs:dict, # label -> keyword arguments of one `train_curve`
                     threads:int=1, # torch threads of each run
                    ) -> dict: # label -> curve, in the order of `jobs`
     "Run independent `train_curve` jobs in `workers` processes; done ones come from the cache, killed ones resume."
-    for arg, v in (('workers', workers), ('threads', threads)):
-        if not isinstance(v, int) or v < 1: raise ValueError(f"`{arg}` must be a positive int, got {v!r}")
+    check_ints(workers=workers, threads=threads)
     if workers == 1:  # here, with `threads` threads for the runs (thread counts change float summation order)
         before = torch.get_num_threads()
         torch.set_num_threads(threads)

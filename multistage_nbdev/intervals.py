@@ -52,6 +52,21 @@ class Intervals:
         t = as_time(t)
         return torch.bucketize(t, torch.tensor(self.boundaries, dtype=t.dtype, device=t.device), right=True)
 
+    def counts(self,
+               t:float|Tensor, # times in [0,1], any shape
+              ) -> list: # how many of the times fall in each stage
+        "Number of times in each stage, e.g. how many of a sampler's model calls each decoder serves."
+        return torch.bincount(self.stage_of(t).flatten(), minlength=self.n_stages).tolist()
+
+    def weighted(self,
+                 per_stage, # one number per stage, e.g. GFLOPs of one evaluation of each stage's network
+                ) -> float: # their sum weighted by interval length (the lengths sum to 1)
+        "Interval-length-weighted sum of one number per stage: the paper's 'equivalent GFLOPs' of a staged model."
+        v = [float(x) for x in per_stage]
+        if len(v) != self.n_stages:
+            raise ValueError(f"`per_stage` must have one number per stage ({self.n_stages}), got {len(v)}")
+        return sum(w * x for w, x in zip(self.lengths, v))
+
     def convert(self,
                 src:Schedule, # the schedule whose time axis the boundaries are on
                 dst:Schedule, # the schedule to express them on

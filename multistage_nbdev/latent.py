@@ -12,13 +12,13 @@ from .clustering import ClusteringResult, cluster_timesteps
 from .multistage import PRESETS, build_model
 from .samplers import sample, SampleResult
 from .autoencoder import Codec
+from .checks import check_ints
 
 # %% auto #0
-__all__ = ['LATENT_ETA', 'check_latents', 'encode_dataset', 'cluster_latents', 'build_latent_model', 'check_model_matches',
-           'sample_images']
+__all__ = ['LATENT_ETA', 'encode_dataset', 'cluster_latents', 'build_latent_model', 'check_model_matches', 'sample_images']
 
 # %% ../nbs/14_latent.ipynb #e5fe78b9
-def check_latents(latents:Tensor, # latents, (N,c,h,w)
+def _check_latents(latents:Tensor, # latents, (N,c,h,w)
                   name:str='latents', # the argument name used in errors
                  ) -> Tensor: # `latents`, unchanged
     "A ValueError naming `name` unless `latents` is a non-empty floating (N,c,h,w) tensor of finite values."
@@ -41,13 +41,13 @@ def encode_dataset(ae:Codec, # autoencoder with `encode(x) -> z` (scaled latents
     "The diffusion training set of latent diffusion: every image encoded, in order, without gradients."
     if not isinstance(ae, Codec):
         raise TypeError(f"`ae` must have `encode` and `decode` methods, got {type(ae).__name__}")
-    check_latents(data, 'data')
+    _check_latents(data, 'data')
     device = device if device is not None else getattr(ae, 'device', data.device)
     if hasattr(ae, 'eval'): ae.eval()
     with torch.no_grad():
         z = torch.cat([ae.encode(data[i:i + batch_size].to(device)).float().to(data.device)
                        for i in range(0, len(data), batch_size)])
-    return check_latents(z, 'latents (the output of `ae.encode`)')
+    return _check_latents(z, 'latents (the output of `ae.encode`)')
 
 # %% ../nbs/14_latent.ipynb #0a56b15f
 LATENT_ETA = 2 / 255  # threshold of D on latents, in noise units (see the prose above)
@@ -61,7 +61,7 @@ def cluster_latents(latents:Tensor, # latent training set, (N,c,h,w), e.g. from 
                     **kwargs, # other `cluster_timesteps` arguments (n_stages, limits, batch_size, chunk_size, meta)
                    ) -> ClusteringResult:
     "Algorithm 1 with the optimal denoiser of the latent training set (latents used as given, `eta` unscaled)."
-    check_latents(latents)
+    _check_latents(latents)
     for k in ('data_range', 'input_range'):
         if k in kwargs: raise ValueError(f"`{k}` is fixed for latents (used as given, eta unscaled); got {kwargs[k]!r}")
     meta = {'space': 'latent', 'latent_shape': list(latents.shape[1:]), **kwargs.pop('meta', {})}
@@ -123,8 +123,7 @@ def sample_images(model:nn.Module, # latent denoiser `model(z_t, t) -> eps` (use
                   **sample_kwargs, # further `sample` arguments (spacing, t_end, stage_gflops, solver options)
                  ) -> tuple[Tensor, list[SampleResult]]: # images (n,C,H,W) on the CPU, the sampler's result per batch
     "Sample latents with `samplers.sample`, then decode them to images."
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"`n` must be a positive int, got {n!r}")
+    check_ints(n=n)
     lat = tuple(ae.latent_shape(tuple(image_shape))) if hasattr(ae, 'latent_shape') else None
     if lat is not None: check_model_matches(model, lat)
     shape = lat or (model.in_ch, model.img_size, model.img_size)
@@ -134,7 +133,7 @@ def sample_images(model:nn.Module, # latent denoiser `model(z_t, t) -> eps` (use
         for b in [min(batch_size, n - i) for i in range(0, n, batch_size)]:
             r = sample(model, schedule, (b, *shape), solver=solver, nfe=nfe, generator=generator, device=device,
                        **sample_kwargs)
-            check_latents(r.x, 'sampled latents')
+            _check_latents(r.x, 'sampled latents')
             x = ae.decode(r.x.to(getattr(ae, 'device', r.x.device))).float().cpu()
             images.append(x.clamp(-1, 1) if clamp else x); results.append(r)
     return torch.cat(images), results

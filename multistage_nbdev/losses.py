@@ -8,6 +8,7 @@ from typing import Callable
 import torch
 from torch import nn, Tensor
 from .schedules import Schedule, EDMSchedule, as_time, expand_like
+from .checks import check_ints
 
 # %% auto #0
 __all__ = ['uniform_numbers', 'TimeSampler', 'UniformTime', 'LogNormalSigma', 'eps_loss', 'MinSNRWeight', 'P2Weight',
@@ -23,8 +24,7 @@ def uniform_numbers(n:int, # how many numbers
                     device=None, # where to create them
                    ) -> Tensor: # float64 numbers in [0,1), (n,)
     "Uniform numbers in [0,1) with optional antithetic or stratified variance reduction."
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"`n` must be a positive int, got {n!r}")
+    check_ints(n=n)
     if method not in _METHODS: raise ValueError(f"`method` must be one of {_METHODS}, got {method!r}")
     dev = generator.device if generator is not None else device
     if method == 'stratified':

@@ -19,7 +19,9 @@ from .train import plot_losses, read_checkpoint, newest_checkpoint, CheckpointEr
 from .losses import EDMPrecond, precondition
 from .samplers import check_solver
 from .experiment import train_curve, run_sample, preset_for_images, Recipe, Measure, CurveData, HARNESS
-from .metrics import fid_kid, heldout_loss, noise_like_share, feature_classifier_path
+from .metrics import fid_kid, feature_classifier_path
+from .diagnostics import heldout_loss, noise_like_share
+from .checks import check_ints
 
 # %% auto #0
 __all__ = ['UNITS', 'MainJob', 'compare_models', 'comparison_table', 'run_main', 'load_trained', 'sample_checkpoint',
@@ -52,10 +54,7 @@ class MainJob:
         "A ValueError naming the first setting that cannot work."
         if self.preset not in PRESETS:
             raise ValueError(f"`preset` must be one of {', '.join(PRESETS)}, got {self.preset!r}")
-        for k in ('size', 'K', 'iters', 'batch_size', 'n_samples', 'nfe'):
-            v = getattr(self, k)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"`{k}` must be a positive int, got {v!r}")
+        check_ints(**{k: getattr(self, k) for k in ('size', 'K', 'iters', 'batch_size', 'n_samples', 'nfe')})
         if self.n_samples < 2:
             raise ValueError(f"`n_samples` must be at least 2 (FID compares two sets), got {self.n_samples}")
         check_solver(self.solver, self.nfe)
@@ -266,7 +265,7 @@ def sample_checkpoint(ckpt:str|Path, # checkpoint file, or a checkpoint folder (
                      ) -> dict: # {'path': samples.pt, 'n', 'solver', 'nfe', 'arch', 'preset'}
     "Generate images from a trained checkpoint (EMA weights); save them as a tensor, a grid and optionally PNG files."
     import matplotlib.pyplot as plt
-    from PIL import Image
+    from torchvision.io import write_png
     from multistage_nbdev.persist import atomic_torch_save
     model, sch, user = load_trained(ckpt, device=device)
     imgs, info = run_sample(model, sch, (n, *user['item_shape']), solver, nfe, seed, device, batch_size, progress)
@@ -279,9 +278,7 @@ def sample_checkpoint(ckpt:str|Path, # checkpoint file, or a checkpoint folder (
     if png:
         (out/'images').mkdir(exist_ok=True)
         u8 = ((imgs + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
-        for i, x in enumerate(u8):
-            img = x[0].numpy() if x.shape[0] == 1 else x.permute(1, 2, 0).numpy()
-            Image.fromarray(img).save(out/'images'/f'{i:05d}.png')
+        for i, x in enumerate(u8): write_png(x, str(out/'images'/f'{i:05d}.png'))  # grey stays one channel
     return dict(path=out/'samples.pt', n=n, solver=info['solver'], nfe=info['nfe'], arch=user['arch'],
                 preset=user['preset'])
 

@@ -10,6 +10,7 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 from .schedules import Schedule, EDMSchedule
+from .checks import check_ints
 
 # %% auto #0
 __all__ = ['SPACINGS', 'SOLVERS', 'PAPER_SAMPLERS', 'time_grid', 'StepState', 'ddim_step', 'dpm_solver_step',
@@ -282,7 +283,7 @@ def check_solver(solver:str, # a name of `SOLVERS`
                 ) -> Solver:
     "The solver called `solver`, after checking that `nfe` is an int it can work with (at least its `min_nfe`)."
     sol = _solver(solver)
-    _check_int(nfe, 'nfe', 1)
+    check_ints(nfe=nfe)
     if nfe < sol.min_nfe:
         raise ValueError(f"{solver} needs at least {sol.min_nfe} model calls, got `nfe`={nfe}: "
                          "with fewer it diverges even on an exact model of Gaussian data (see the samplers notebook); "
@@ -292,17 +293,12 @@ def check_solver(solver:str, # a name of `SOLVERS`
 def _stage_report(model, call_times, stage_gflops):
     intervals, gf = (getattr(model, 'intervals', None),
                      stage_gflops if stage_gflops is not None else getattr(model, 'stage_gflops', None))
-    counts = (None if intervals is None
-              else torch.bincount(intervals.stage_of(call_times), minlength=intervals.n_stages).tolist())
+    counts = None if intervals is None else intervals.counts(call_times)
     if gf is None: return counts, None
     if isinstance(gf, (int, float)): return counts, len(call_times) * float(gf)  # one cost for every call
     gf, n = [float(v) for v in gf], 1 if counts is None else len(counts)
     if len(gf) != n: raise ValueError(f"`stage_gflops` must have one entry per stage ({n}), got {len(gf)}")
     return counts, sum(c * g for c, g in zip(counts or [len(call_times)], gf))
-
-def _check_int(v, name, low):
-    if isinstance(v, bool) or not isinstance(v, int): raise TypeError(f"`{name}` must be an int, got {v!r}")
-    if v < low: raise ValueError(f"`{name}` must be >= {low}, got {v}")
 
 # %% ../nbs/09_samplers.ipynb #0135b4aa
 def sample(model:Callable, # denoiser `model(x_t, t) -> eps`, x_t (B,C,H,W), t (B,)

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
 from .schedules import as_time
+from .checks import check_ints
 
 # %% auto #0
 __all__ = ['group_count', 'group_norm', 'timestep_embedding', 'TimeEmbedding', 'resample', 'ResBlock', 'ConvResample',
@@ -144,8 +145,7 @@ def _check_config(in_ch, img_size, ch, ch_mult, num_res_blocks, attn_resolutions
         raise ValueError(f"`time_cond` must be 'scale_shift' or 'add', got {time_cond!r}")
     if resample_with not in ('resblock', 'conv'):
         raise ValueError(f"`resample_with` must be 'resblock' or 'conv', got {resample_with!r}")
-    for name, v in (('in_ch', in_ch), ('img_size', img_size), ('ch', ch), ('num_res_blocks', num_res_blocks)):
-        if not isinstance(v, int) or v < 1: raise ValueError(f"`{name}` must be a positive int, got {v!r}")
+    check_ints(in_ch=in_ch, img_size=img_size, ch=ch, num_res_blocks=num_res_blocks)
     if len(ch_mult) < 1 or any(not isinstance(m, int) or m < 1 for m in ch_mult):
         raise ValueError(f"`ch_mult` must be a non-empty sequence of positive ints, got {ch_mult!r}")
     if img_size % 2 ** (len(ch_mult) - 1):
@@ -220,7 +220,7 @@ class Decoder(nn.Module):
                 ):
         super().__init__()
         ch = encoder.ch if ch is None else ch
-        if not isinstance(ch, int) or ch < 1: raise ValueError(f"`ch` must be a positive int, got {ch!r}")
+        check_ints(ch=ch)
         dropout = encoder.dropout if dropout is None else dropout
         self.ch, self.out_ch, self.attn_every_block = ch, encoder.in_ch if out_ch is None else out_ch, attn_every_block
         emb_ch, skip_chs, L, e = encoder.emb_ch, list(encoder.skip_chs), len(encoder.ch_mult), encoder

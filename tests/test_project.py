@@ -100,3 +100,15 @@ def test_each_training_setting_is_defined_once():
     # and the check can fail: a literal default is found
     def demo(lr:float=2e-4, batch_size:int=experiment.HARNESS['batch_size']): pass
     assert _literal_defaults(demo) == {'lr': True, 'batch_size': False}
+
+
+def test_library_lines_within_120_characters():
+    "Every line of the generated library stays within 120 characters, except the `__all__` that nbdev_export writes."
+    long = []
+    for p in sorted((ROOT / 'multistage_nbdev').glob('*.py')):
+        if p.name == '_modidx.py': continue
+        in_all = False
+        for i, line in enumerate(p.read_text().splitlines(), 1):
+            in_all = line.startswith('__all__ = ') or (in_all and line.startswith(' ' * 11 + "'"))
+            if len(line) > 120 and not in_all: long.append(f"{p.name}:{i} ({len(line)})")
+    assert not long, f"lines over 120 characters (shorten them in the notebooks): {', '.join(long)}"

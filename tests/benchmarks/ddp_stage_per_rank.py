@@ -20,7 +20,7 @@ def worker(args):
     from multistage_nbdev.train import fit
     from multistage_nbdev.experiment import Setting, seeded_model
     from multistage_nbdev.experiment import preset_for_images
-    from multistage_nbdev.metrics import heldout_loss
+    from multistage_nbdev.diagnostics import heldout_loss
     S = Setting(out_dir=args.cache)
     model = seeded_model('small', 'multistage', S.intervals, 0, **preset_for_images('small', 1, S.size))
     marks, warm = {}, 5

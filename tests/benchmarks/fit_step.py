@@ -50,14 +50,15 @@ figures at each thread count: an arm whose ratio is closer to 1 than the twin's 
 
 Every arm runs `fit` with `threads=` the count being measured, so the thread policy (`multistage_nbdev.cpu`) stays out of it.
 """
-import argparse, copy, os, platform, statistics, time, warnings
+import argparse, copy, json, os, platform, statistics, time, warnings
+from pathlib import Path
 import torch
 from multistage_nbdev.intervals import Intervals
 from multistage_nbdev.data import dataset_tensor
 from multistage_nbdev.multistage import PRESETS, build_model, gflops
 from multistage_nbdev.schedules import VPSchedule
 from multistage_nbdev.train import fit
-from multistage_nbdev.cli import parse_overrides
+from multistage_nbdev.cli import _parse_overrides
 
 ARMS = {'unified': ('unified', 'mixed'), 'stage': ('multistage', 'stage'), 'mixed': ('multistage', 'mixed'),
         'rank': ('multistage', 'rank'), 'separate': ('separate', 'stage'), 'twin': ('unified', 'mixed')}
@@ -95,6 +96,7 @@ def main(argv=None):
     p.add_argument('--arms', default=','.join(ARMS), help='comma-separated arms to time (unified is always timed)')
     p.add_argument('--data', default='digits', help="training images: a dataset name of multistage_nbdev.data (its train split)")
     p.add_argument('--overrides', nargs='*', default=[], help="preset overrides KEY=VALUE for every arm, e.g. unified_ch=8 enc_ch=8")
+    p.add_argument('--json', default=None, help='also write the per-step times and FLOPs to this JSON file')
     p.add_argument('--channels-last', action='store_true',
                    help="train every arm in channels-last memory format (`model.to(memory_format=torch.channels_last)`)")
     a = p.parse_args(argv)
@@ -106,7 +108,7 @@ def main(argv=None):
     default_threads = torch.get_num_threads()
     threads = [int(v) or default_threads for v in a.threads.split(',')]
     iv = Intervals([float(v) for v in a.intervals.split(',')])
-    ov = parse_overrides(a.overrides)
+    ov = _parse_overrides(a.overrides)
     cfg = {**PRESETS[a.preset], **ov}
     data = dataset_tensor(a.data, size=cfg['img_size'], channels=cfg['in_ch'])
     models = {arm: build_model(a.preset, arch, iv, seed=a.seed, **ov) for arm, (arch, _) in arms.items()}
@@ -117,7 +119,7 @@ def main(argv=None):
     print(f"steps: {a.warm} warm + {a.steps} timed, {a.rounds} rounds, threads {threads}, "
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}, load average {os.getloadavg()[0]:.1f}, "
           f"memory format {'channels_last' if a.channels_last else 'contiguous (NCHW)'}")
-    weighted = sum(w * g for w, g in zip(iv.lengths, stage_gf['mixed']))
+    weighted = iv.weighted(stage_gf['mixed'])
     print(f"GFLOPs per image per stage (FlopCounter): multistage {[round(g, 4) for g in stage_gf['mixed']]}, "
           f"separate {[round(g, 4) for g in stage_gf['separate']]}, unified {stage_gf['unified'][0]:.4f}; "
           f"interval-weighted multistage / unified {weighted / stage_gf['unified'][0]:.3f}, "
@@ -138,9 +140,11 @@ def main(argv=None):
     print(f"load average at the end {os.getloadavg()[0]:.1f} (1 min), {os.getloadavg()[1]:.1f} (5 min)")
 
     flops = {arm: sum(c * g for c, g in zip(counts[arm], stage_gf[arm])) / sum(counts[arm]) for arm in arms}
-    worst, where, twin = 0., None, {}
+    worst, where, twin, record = 0., None, {}, {}
     for n in threads:
         med = {arm: per_step(times[n, arm], 'median') for arm in arms}
+        record[n] = {arm: dict(wall_ms=med[arm][0] * 1e3, cpu_ms=med[arm][1] * 1e3, gflop_per_image=flops[arm],
+                               samples_per_stage=counts[arm]) for arm in arms}
         best = {arm: per_step(times[n, arm], 'min') for arm in arms}
         print(f"\nthreads {n}: ms per step (median over {a.rounds} rounds), ratios to unified; last column: CPU time, best of rounds")
         print(f"{'arm':9s} {'samples per stage':>18s} {'GFLOP/img':>9s} {'FLOP x':>6s} {'wall ms':>8s} {'CPU ms':>8s} "
@@ -157,6 +161,11 @@ def main(argv=None):
     noise = at(twin)
     print(f"ratio={worst:.3f} worst (fit step time / unified) / (FLOPs per step / unified), {a.clock} time, "
           f"{where}; preset {a.preset}, batch {a.batch}; twin (noise): {noise}")
+    if a.json:
+        settings = dict(preset=a.preset, overrides=a.overrides, batch=a.batch, data=a.data, intervals=list(iv.boundaries),
+                        steps=a.steps, warm=a.warm, rounds=a.rounds, torch=torch.__version__,
+                        load_average=os.getloadavg()[:2])
+        Path(a.json).write_text(json.dumps(dict(settings=settings, threads=record, ratio=worst), indent=1))
 
 
 if __name__ == '__main__':

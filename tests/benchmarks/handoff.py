@@ -11,8 +11,8 @@ The setting is `msd_main`'s: the bundled digits at 16x16 (4,000 train / 1,000 te
 preset, batch 64, lr 1e-3 after 100 warm-up steps, EMA half-life 2,000 images. Each arm is one resumable `train_curve`
 run (milestones `--iters`, held-out loss at each); at each milestone its EMA snapshot draws `--n` images with DPM-Solver-3
 at 20 NFE from the same starting noise (seed `--seed`), which give the offline FID against the test split
-(`metrics.fid_kid(test, imgs, extractor='offline')`), the noise-like share (`metrics.noise_like_share`) and the
-denoising error of each stage on the states the sampler hands it (`metrics.sampler_denoising_error`, first `--n-diag`
+(`metrics.fid_kid(test, imgs, extractor='offline')`), the noise-like share (`diagnostics.noise_like_share`) and the
+denoising error of each stage on the states the sampler hands it (`diagnostics.sampler_denoising_error`, first `--n-diag`
 images). With `--replace`, the same `--n-diag` starting noises are also sampled with the decoder of one stage replaced
 by the optimal denoiser of the training set (`optimal.OptimalDenoiser`), stage by stage. Results are cached in
 `nbs/experiments/handoff.json` (key `arm@iters@seed`), so a killed run continues; each entry also keeps the first 24
@@ -26,7 +26,8 @@ import argparse, json, time
 from pathlib import Path
 import torch
 from multistage_nbdev.experiment import Setting, train_curve, load_ema, seeded_model, preset_for_images, run_sample
-from multistage_nbdev.metrics import fid_kid, noise_like_share, sampler_denoising_error
+from multistage_nbdev.metrics import fid_kid
+from multistage_nbdev.diagnostics import noise_like_share, sampler_denoising_error
 from multistage_nbdev.optimal import OptimalDenoiser
 from multistage_nbdev.samplers import sample
 from multistage_nbdev.persist import atomic_json_dump, atomic_torch_save

@@ -156,6 +156,7 @@ class CheckpointError(ValueError):
 class TrainingDiverged(RuntimeError):
     "The loss became NaN or infinite."
 
+# %% ../nbs/08_train.ipynb #ca479688
 def checkpoint_path(ckpt_dir:str|Path, # checkpoint folder
                     step:int, # optimizer steps done
                    ) -> Path:
@@ -181,6 +182,7 @@ def newest_checkpoint(ckpt_dir:str|Path, # checkpoint folder
                                     "or choose another folder")
     return None, None
 
+# %% ../nbs/08_train.ipynb #5fcedcdd
 def read_checkpoint(path:str|Path, # a checkpoint file written by `fit`
                    ) -> dict:
     "Load a training checkpoint safely (`weights_only=True`); raise `CheckpointError` if it is torn or not ours."
@@ -195,6 +197,7 @@ def read_checkpoint(path:str|Path, # a checkpoint file written by `fit`
     if missing: raise CheckpointError(f"checkpoint {str(path)!r} lacks {sorted(missing)}")
     return ck
 
+# %% ../nbs/08_train.ipynb #f2bb5997
 def _config_diff(saved:dict, now:dict) -> list:
     keys = sorted(set(saved) | set(now))
     return [f"{k}: {saved.get(k)!r} in the checkpoint vs {now.get(k)!r} now"
@@ -267,6 +270,7 @@ def plot_losses(history:list|str|Path, # records from `FitResult.history`, or th
     ax.set_xlabel('step'); ax.set_ylabel('loss'); ax.legend(fontsize=8)
     return ax
 
+# %% ../nbs/08_train.ipynb #b737ff8c
 @dataclass
 class FitResult:
     "What `fit` returns: the trained model, its EMA, the log history and where things were written."

@@ -9,11 +9,12 @@ import torch
 from torch import nn, Tensor
 from .schedules import Schedule, EDMSchedule, as_time, expand_like
 from .checks import check_ints
+from .intervals import Intervals
 
 # %% auto #0
-__all__ = ['uniform_numbers', 'TimeSampler', 'UniformTime', 'LogNormalSigma', 'eps_loss', 'MinSNRWeight', 'P2Weight',
-           'min_snr_weight', 'p2_weight', 'loss_weight', 'edm_coefficients', 'edm_loss_weight', 'EDMPrecond',
-           'precondition']
+__all__ = ['uniform_numbers', 'TimeSampler', 'UniformTime', 'StageUniformTime', 'LogNormalSigma', 'eps_loss', 'MinSNRWeight',
+           'P2Weight', 'min_snr_weight', 'p2_weight', 'loss_weight', 'edm_coefficients', 'edm_loss_weight',
+           'EDMPrecond', 'precondition']
 
 # %% ../nbs/07_losses.ipynb #915cfb82
 _METHODS = ('uniform', 'antithetic', 'stratified')
@@ -87,6 +88,35 @@ class UniformTime(TimeSampler):
         return lo + u * (hi - lo)
     def mass(self, lo, hi): return max(0., hi - max(lo, self.t_min)) / (1 - self.t_min)
     def __repr__(self): return f"UniformTime(t_min={self.t_min}, method={self.method!r})"
+
+# %% ../nbs/07_losses.ipynb #b34949e1
+class StageUniformTime(TimeSampler):
+    "Each sample's stage with probability 1/N, then t uniform in it: the time density of one-stage-per-step training."
+    def __init__(self,
+                 intervals:Intervals, # the N stages
+                 t_min:float=1e-5, # smallest time (the schedule's `t_min`)
+                 method:str='uniform', # 'uniform', 'antithetic' or 'stratified'
+                ):
+        if not isinstance(intervals, Intervals):
+            raise TypeError(f"`intervals` must be an Intervals, got {type(intervals).__name__}")
+        if not 0 <= float(t_min) < intervals.edges[1]:
+            raise ValueError(f"`t_min` must be in [0, {intervals.edges[1]}) (the first stage's end), got {t_min}")
+        if method not in _METHODS: raise ValueError(f"`method` must be one of {_METHODS}, got {method!r}")
+        self.intervals, self.t_min, self.method = intervals, float(t_min), method
+        self.edges = torch.tensor([self.t_min, *intervals.edges[1:]], dtype=torch.float64)
+    def _cdf(self, t:float) -> float:
+        k = int(self.intervals.stage_of(torch.tensor(float(t), dtype=torch.float64)))
+        a, b = self.edges[k].item(), self.edges[k + 1].item()
+        return (k + min(max((t - a) / (b - a), 0.), 1.)) / self.intervals.n_stages
+    def mass(self, lo, hi): return self._cdf(hi) - self._cdf(lo)
+    def icdf(self, u, lo, hi):
+        n, e = self.intervals.n_stages, self.edges.to(u.device)
+        v = (self._cdf(lo) + u.double() * self.mass(lo, hi)) * n
+        k = v.floor().clamp(0, n - 1)
+        a, b = e[k.long()], e[k.long() + 1]
+        return a + (v - k) * (b - a)
+    def __repr__(self):
+        return f"StageUniformTime({list(self.intervals.boundaries)}, t_min={self.t_min}, method={self.method!r})"
 
 # %% ../nbs/07_losses.ipynb #91d89ee5
 class LogNormalSigma(TimeSampler):

@@ -37,6 +37,7 @@ class ThreadPolicy:
                  device:str|torch.device='cpu', # where the loop runs (the policy only acts on the CPU)
                  recheck_cost:float=0.01, # share of the time that trial steps at the other count may take
                  margin:float=0.05, # how much faster the other count must be to switch to it
+                 trials:int=2, # timed steps at each count before the first choice (after one untimed each)
                 ):
         if threads not in ('auto', None) and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
             raise ValueError(f"`threads` must be 'auto', None or a positive int, got {threads!r}")
@@ -45,7 +46,8 @@ class ThreadPolicy:
         self.auto = threads == 'auto' and cpu and n > 1 and not user_set_threads()
         self.counts, self.recheck_cost, self.margin = (n, 1), recheck_cost, margin
         self.times = {n: [], 1: []}           # recent step times at each count
-        self.plan, self.current, self.best, self.since = [1, n, 1], None, None, 0
+        self.plan, self.current, self.best, self.since = [n, 1] * (1 + trials), None, None, 0
+        self.untimed = {n, 1}                 # counts whose first step (which builds their kernels) has not run yet
         self.notes = []                       # (step, message) of every decision
 
     def __enter__(self):
@@ -66,7 +68,7 @@ class ThreadPolicy:
     def done(self, seconds:float, step:int=0):
         "Record how long the step just run took; decide when there is something to decide."
         if not self.auto or self.current is None: return
-        if len(self.plan) == 2 and self.best is None: return          # the untimed warm-up step
+        if self.current in self.untimed: self.untimed.discard(self.current); return   # a warm-up step, not timed
         t = self.times[self.current]; t.append(seconds); del t[:-9]
         if self.best is None:
             if not self.plan: self._decide(step, first=True)
@@ -81,8 +83,8 @@ class ThreadPolicy:
         return min(2000, max(20, round(max(other - best, 0.) / (self.recheck_cost * best))))
 
     def _decide(self, step:int, first:bool=False):
-        n = self.counts[0]
-        tn, t1 = statistics.median(self.times[n]), statistics.median(self.times[1])
+        n, stat = self.counts[0], min if first else statistics.median   # first: the fastest of a few steps
+        tn, t1 = stat(self.times[n]), stat(self.times[1])
         keep = self.best if not first else n
         other = 1 if keep == n else n
         faster = (t1 if other == 1 else tn) < (1 - self.margin) * (tn if other == 1 else t1)
@@ -91,7 +93,6 @@ class ThreadPolicy:
             why = (f"{n} threads took {tn:.3g} s per step and 1 thread {t1:.3g} s; running at {new}")
             if new == 1 and tn > 1.5 * t1:
                 why += (": another program is keeping a core busy, so the threads wait for each other; free the "
-                        "machine "
-                        "for full speed, or set OMP_NUM_THREADS=1 to skip these trials")
+                        "machine for full speed, or set OMP_NUM_THREADS=1 to skip these trials")
             self.notes.append((step, why))
         self.best, self.current, self.since = new, new, 0

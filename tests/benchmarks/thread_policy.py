@@ -3,11 +3,12 @@
 Not collected by pytest. Run from the repository root on an otherwise idle machine:
 
     python tests/benchmarks/thread_policy.py                  # the main job's models: small preset, 16x16, batch 64, mixed
-    python tests/benchmarks/thread_policy.py --steps 120 --busy 1
+    python tests/benchmarks/thread_policy.py --steps 80 --rounds 3 --busy 1
 
 Each configuration trains the multistage `small` model with mixed batches (the main job's default) for `--steps` steps in a
-fresh process (`fit(threads=...)`, torch's default count otherwise), and reports the median of its step times after the
-first `--skip` (the one-off costs; the policy's own trial steps are not skipped: they are what it costs). The arms:
+fresh process (`fit(threads=...)`, torch's default count otherwise), `--rounds` times with the arms taking turns, so that a
+drift of the machine's speed hits every arm alike. It reports the step times after the first `--skip` of each process (the
+one-off costs; the policy's own trial steps are not skipped: they are what it costs). The arms:
 
   default   two threads (torch's default on this machine kind), OpenMP's active waiting: what `fit` did before the policy
   one       one thread
@@ -52,39 +53,43 @@ def run_arm(threads, steps) -> list:
 
 def busy_processes(n):
     "Start n processes that each keep one core busy; returns them (terminate them when done)."
-    return [subprocess.Popen([sys.executable, '-c', 'while True: pass']) for _ in range(n)]
+    spin = 'import os\nparent = os.getppid()\nwhile os.getppid() == parent: pass'   # ends with this script, even if killed
+    return [subprocess.Popen([sys.executable, '-c', spin]) for _ in range(n)]
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument('--steps', type=int, default=120, help='fit steps per arm')
+    p.add_argument('--steps', type=int, default=80, help='fit steps per arm and round')
+    p.add_argument('--rounds', type=int, default=3, help='rounds in which the arms take turns (each a fresh process)')
     p.add_argument('--skip', type=int, default=3, help='first steps left out of the statistics (one-off costs)')
     p.add_argument('--busy', type=int, default=1, help='busy processes beside the busy arms')
     p.add_argument('--json', default=None, help='write every step time to this file')
     a = p.parse_args(argv)
     import torch
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, default threads {torch.get_num_threads()}, "
-          f"load average {os.getloadavg()[0]:.1f}; {a.steps} fit steps per arm, first {a.skip} left out")
+          f"load average {os.getloadavg()[0]:.1f}; {a.rounds} rounds of {a.steps} fit steps per arm, first {a.skip} of each "
+          "left out")
     res = {}
     for load in ('free', 'busy'):
-        for arm, threads in ARMS.items():
-            procs = busy_processes(a.busy) if load == 'busy' else []
-            try:
-                time.sleep(0.5 if procs else 0)
-                t = run_arm(threads, a.steps)[a.skip:]
-            finally:
-                for q in procs: q.terminate()
-                for q in procs: q.wait()
-            res[load, arm] = t
-            print(f"{load:4s} {arm:7s}: mean {statistics.mean(t):.3f} s/step, median {statistics.median(t):.3f}, "
-                  f"max {max(t):.3f}  ({len(t)} steps)")
+        for rnd in range(a.rounds):          # the arms take turns, so a drift of the machine's speed hits them alike
+            for arm, threads in ARMS.items():
+                procs = busy_processes(a.busy) if load == 'busy' else []
+                try:
+                    time.sleep(0.5 if procs else 0)
+                    t = run_arm(threads, a.steps)[a.skip:]
+                finally:
+                    for q in procs: q.terminate()
+                    for q in procs: q.wait()
+                res.setdefault((load, arm), []).extend(t)
+                print(f"{load:4s} {arm:7s} round {rnd}: mean {statistics.mean(t):.3f} s/step, median "
+                      f"{statistics.median(t):.3f}, max {max(t):.3f}  ({len(t)} steps)", flush=True)
     mean = {k: statistics.mean(v) for k, v in res.items()}
     free, busy = mean['free', 'policy'] / mean['free', 'default'], mean['busy', 'policy'] / mean['busy', 'one']
     print(f"free: policy / default {free:.3f} (one thread / default {mean['free', 'one'] / mean['free', 'default']:.3f}); "
           f"busy: policy / one thread {busy:.3f} (default / one thread {mean['busy', 'default'] / mean['busy', 'one']:.3f})")
     if a.json: Path(a.json).write_text(json.dumps({f'{k[0]}/{k[1]}': v for k, v in res.items()}) + '\n')
     print(f"ratio={max(free, busy):.3f} worst of free policy/default ({free:.3f}) and busy policy/one-thread ({busy:.3f}); "
-          f"small multistage, mixed batches, batch 64, {a.steps} steps, {a.busy} busy process(es)")
+          f"small multistage, mixed batches, batch 64, {a.rounds} x {a.steps} steps, {a.busy} busy process(es)")
 
 
 if __name__ == '__main__':

@@ -112,3 +112,33 @@ def test_library_lines_within_120_characters():
             in_all = line.startswith('__all__ = ') or (in_all and line.startswith(' ' * 11 + "'"))
             if len(line) > 120 and not in_all: long.append(f"{p.name}:{i} ({len(line)})")
     assert not long, f"lines over 120 characters (shorten them in the notebooks): {', '.join(long)}"
+
+
+def test_settings_come_grouped():
+    "`train_curve`, `run_main` and every private function of the library take at most 12 parameters (settings come grouped)."
+    import ast
+    over = []
+    for p in sorted((ROOT / 'multistage_nbdev').glob('*.py')):
+        if p.name == '_modidx.py': continue
+        for n in ast.walk(ast.parse(p.read_text())):
+            if not isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)): continue
+            if n.name not in ('train_curve', 'run_main') and not (n.name.startswith('_') and not n.name.endswith('__')):
+                continue
+            a = n.args
+            k = len(a.posonlyargs) + len(a.args) + len(a.kwonlyargs) - bool(a.args and a.args[0].arg in ('self', 'cls'))
+            if k > 12: over.append(f'{p.name}:{n.lineno} {n.name} ({k})')
+    assert not over, f"functions with more than 12 parameters (group the settings): {', '.join(over)}"
+
+
+def test_importing_the_library_changes_no_environment():
+    "No module sets environment variables (or thread counts) at import: the CPU settings are explicit calls."
+    import subprocess, sys, os
+    code = ("import os, importlib, pkgutil, torch\nbefore, n = dict(os.environ), torch.get_num_threads()\n"
+            "import multistage_nbdev as m\n"
+            "for i in pkgutil.iter_modules(m.__path__): importlib.import_module('multistage_nbdev.' + i.name)\n"
+            "ours = lambda env: {k: v for k, v in env.items() if not k.startswith('TORCHINDUCTOR_')}  # torch's own, set "
+            "when its compiler is imported\n"
+            "print(ours(dict(os.environ)) == ours(before), torch.get_num_threads() == n)")
+    env = {k: v for k, v in os.environ.items() if k not in ('ONEDNN_PRIMITIVE_CACHE_CAPACITY', 'LRU_CACHE_CAPACITY')}
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.split() == ['True', 'True'], out.stdout + out.stderr

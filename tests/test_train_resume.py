@@ -65,3 +65,30 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path):
     assert a['optimizer']['state'].keys() == b['optimizer']['state'].keys()
     for k, s in a['optimizer']['state'].items():
         for n, v in s.items(): assert torch.equal(torch.as_tensor(v), torch.as_tensor(b['optimizer']['state'][k][n]))
+
+
+def test_checkpoint_of_the_earlier_format_resumes_exactly(tmp_path):
+    "Checkpoints from before NumPy's and Python's random states were dropped (the loop never used them) still resume, exactly."
+    import random
+    import numpy as np
+    from multistage_nbdev.multistage import build_model
+    from multistage_nbdev.schedules import VPSchedule
+    from multistage_nbdev.testing import synthetic_images
+    from multistage_nbdev.train import fit, list_checkpoints, read_checkpoint
+    data = synthetic_images(24, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    def model():
+        torch.manual_seed(0)
+        return build_model('tiny', 'multistage', dropout=0.2)
+    kw = dict(batch_size=8, ckpt_every=4, log_every=2, progress=False, threads=1)
+    whole = fit(model(), data, VPSchedule('linear'), iters=8, ckpt_dir=tmp_path / 'whole', **kw)
+    fit(model(), data, VPSchedule('linear'), iters=4, ckpt_dir=tmp_path / 'old', **kw)
+    path = list_checkpoints(tmp_path / 'old')[0]
+    ck = read_checkpoint(path)
+    name, keys, pos, has_gauss, gauss = np.random.get_state()        # the earlier format's extra entries
+    ck['rng']['numpy'] = {'keys': torch.from_numpy(keys.astype(np.int64)), 'pos': int(pos), 'has_gauss': int(has_gauss),
+                          'gauss': float(gauss)}
+    ck['rng']['python'] = random.getstate()
+    torch.save(ck, path)
+    again = fit(model(), data, VPSchedule('linear'), iters=8, ckpt_dir=tmp_path / 'old', resume=True, **kw)
+    for a, b in ((whole.model, again.model), (whole.ema, again.ema)):
+        assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))

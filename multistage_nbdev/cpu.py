@@ -41,6 +41,7 @@ class ThreadPolicy:
                 ):
         if threads not in ('auto', None) and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
             raise ValueError(f"`threads` must be 'auto', None or a positive int, got {threads!r}")
+        check_ints(trials=trials)             # the first choice needs a timed step at each count
         n, cpu = torch.get_num_threads(), torch.device(device).type == 'cpu'
         self.fixed = threads if isinstance(threads, int) and cpu else None
         self.auto = threads == 'auto' and cpu and n > 1 and not user_set_threads()
